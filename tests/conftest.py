@@ -1,0 +1,36 @@
+"""Shared test helpers: the golden fixtures produced by the official TV3S code."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURE_NAMES = ("tv3s-parity-small", "tv3s-parity-city-small", "tv3s-parity-swin-small")
+
+
+def fixture_dir(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_dir():
+        pytest.skip(f"fixture {path} is not available")
+    return path
+
+
+def fixture_config(name: str) -> dict:
+    return json.loads((fixture_dir(name) / "config.json").read_text())
+
+
+def fixture_frames(name: str) -> np.ndarray:
+    return np.load(fixture_dir(name) / "frames.npy")
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    """The MiT-B0 parity fixture's model with its checkpoint (shared, read-only use)."""
+    from tv3s.model import build_model, load_checkpoint
+
+    name = "tv3s-parity-small"
+    model = build_model(fixture_config(name)["model"])
+    return load_checkpoint(model, fixture_dir(name) / "checkpoint.pth")

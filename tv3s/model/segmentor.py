@@ -1,0 +1,279 @@
+"""TV3S as a video segmentor: encoder + head, with the two inference modes.
+
+* **clip** - the paper's test protocol: frame t is predicted from the clip
+  ``[t-9, t-6, t-3, t]`` (a fixed table for t < 9, a one-frame clip for t < 3, which takes
+  the head's early path without Mamba). Each frame is encoded once and its features reused
+  by every clip that contains it; the official code encodes all four frames of every clip.
+* **stream** - the Mamba state is carried across every frame of the video: frame t's
+  prediction equals the official head's output for the whole prefix ``[0..t]`` given as one
+  clip. The state is an explicit :class:`~tv3s.model.state.StreamState` value.
+
+Both take uint8 RGB frames ``[T, H, W, 3]`` and return float32 logits at 1/4 resolution
+``[T, C, ceil(H/4), ceil(W/4)]`` (or at full resolution on request).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig, MiTConfig
+from .head import TV3SHead
+from .mit import MixVisionTransformer
+from .state import StateMismatchError, StreamState
+
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+# The MiT encoder's first spatial-reduction conv (8x8 at stride 4) needs at least 32 pixels.
+MIN_SIDE = 32
+# Official VSPW test clips for the first frames (CustomDataset_video2.prepare_test_img2):
+# t < 3 are one-frame clips, t in 3..8 use this table, later frames [t-9, t-6, t-3, t].
+_EARLY_CLIPS = {3: (0, 1, 2, 3), 4: (0, 2, 3, 4), 5: (0, 2, 4, 5), 6: (0, 2, 4, 6), 7: (0, 3, 5, 7), 8: (0, 3, 6, 8)}
+
+
+def official_clip(t: int) -> tuple[int, ...]:
+    """Frame indices of the official test clip that predicts frame ``t`` (last entry is t)."""
+    if t < 0:
+        raise ValueError(f"frame index must be >= 0, got {t}")
+    if t < 3:
+        return (t,)
+    return _EARLY_CLIPS.get(t, (t - 9, t - 6, t - 3, t))
+
+
+def build_backbone(cfg: ModelConfig) -> nn.Module:
+    if isinstance(cfg.backbone_arch, MiTConfig):
+        return MixVisionTransformer(cfg.backbone_arch)
+    from .swin import SwinBackbone
+
+    a = cfg.backbone_arch
+    return SwinBackbone(a.embed_dim, a.depths, a.num_heads, a.window_size, a.mlp_ratio, a.qkv_bias, a.patch_size, eps=a.eps)
+
+
+class TV3S(nn.Module):
+    """Encoder (``backbone``) + TV3S head (``decode_head``), named as in the official checkpoints."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg)
+        self.decode_head = TV3SHead(cfg.head)
+        # "auto": fused CUDA kernels when installed and on GPU; "torch": always the pure path.
+        self.backend = "auto"
+        self.checkpoint_sha256: str | None = None
+        self._digest_key: tuple | None = None
+        self._digest: str = ""
+        self.eval()
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.head.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.cfg.class_names) if self.cfg.class_names else [f"class_{i}" for i in range(self.num_classes)]
+
+    @property
+    def palette(self) -> np.ndarray:
+        if self.cfg.palette:
+            return np.asarray(self.cfg.palette, dtype=np.uint8)
+        rng = np.random.default_rng(0)
+        pal = rng.integers(0, 256, size=(self.num_classes, 3), dtype=np.uint8)
+        pal[0] = 0
+        return pal
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def weights_digest(self) -> str:
+        """sha256 of every parameter and buffer; recomputed only when a tensor changed."""
+        tensors = list(self.state_dict(keep_vars=True).items())
+        key = tuple((k, v.data_ptr(), v._version) for k, v in tensors)
+        if key != self._digest_key:
+            h = hashlib.sha256()
+            for k, v in tensors:
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+            self._digest, self._digest_key = h.hexdigest(), key
+        return self._digest
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the exact model: architecture fingerprint + checkpoint (or weights) hash."""
+        weights = self.checkpoint_sha256 or self.weights_digest()
+        return f"{self.cfg.backbone}:{self.cfg.head.variant}:{self.cfg.fingerprint()}:{weights[:16]}"
+
+    # ------------------------------------------------------------ per-frame work
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 RGB [T, H, W, 3] -> normalised float32 [T, 3, H, W] on the model's device."""
+        if not isinstance(frames, np.ndarray):
+            raise TypeError(f"frames must be a numpy uint8 array [T, H, W, 3], got {type(frames).__name__}")
+        if frames.dtype != np.uint8:
+            raise TypeError(f"frames must be uint8 RGB, got dtype {frames.dtype}; convert with frames.astype(np.uint8) "
+                            "only if the values are already 0..255")
+        if frames.ndim != 4:
+            hint = " (a single frame? pass frames[None])" if frames.ndim == 3 else ""
+            raise ValueError(f"frames must have shape [T, H, W, 3], got {list(frames.shape)}{hint}")
+        t, h, w, c = frames.shape
+        if c != 3:
+            raise ValueError(f"frames must have 3 (RGB) channels in the last axis, got {c} (shape {list(frames.shape)})")
+        if t == 0:
+            raise ValueError("frames is empty (T = 0)")
+        if min(h, w) < MIN_SIDE:
+            raise ValueError(f"frames of {h}x{w} are too small: TV3S needs at least {MIN_SIDE} pixels per side")
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).float()
+        mean = torch.tensor(MEAN, device=x.device)
+        std = torch.tensor(STD, device=x.device)
+        return ((x - mean) / std).permute(0, 3, 1, 2).contiguous()
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised frames [N, 3, H, W] -> fused head maps [N, E, h/4, w/4]."""
+        return self.decode_head.fuse(self.backbone(x))
+
+    def _logits_out(self, logits: torch.Tensor, hw: tuple[int, int], full_resolution: bool) -> np.ndarray:
+        if full_resolution:
+            logits = F.interpolate(logits, size=hw, mode="bilinear", align_corners=False)
+        return logits.float().cpu().numpy()
+
+    # ---------------------------------------------------------------- stream
+    @torch.inference_mode()
+    def predict_stream(
+        self,
+        frames: np.ndarray,
+        state: StreamState | None = None,
+        full_resolution: bool = False,
+        frames_per_step: int = 4,
+    ) -> tuple[np.ndarray, StreamState]:
+        """Predict every frame carrying the Mamba state; pass the returned state back to continue.
+
+        Exact: any split of a video into calls gives the same logits as one call. Frames are
+        processed ``frames_per_step`` at a time (memory), which is itself such a split.
+        """
+        x = self.preprocess(frames)
+        t, h, w = frames.shape[0], frames.shape[1], frames.shape[2]
+        head = self.decode_head
+        layers = None
+        seen = 0
+        if state is not None:
+            self._check_state(state, (h, w))
+            layers, seen = state.to(self.device).layers, state.frames_seen
+        outs = []
+        geom = None
+        for start in range(0, t, max(1, frames_per_step)):
+            fused = self._fused(x[start:start + frames_per_step])
+            quarter = tuple(fused.shape[-2:])
+            geom = head.geometry(quarter)
+            grid = head.to_grid(fused, geom).unsqueeze(0)
+            tokens, layers = head.temporal(grid, geom, layers, self.backend)
+            outs.append(self._logits_out(head.classify(tokens[0], quarter), (h, w), full_resolution))
+        new_state = StreamState(
+            layers=layers,
+            model_fingerprint=self.cfg.fingerprint(),
+            weights_digest=self.weights_digest(),
+            input_hw=(h, w),
+            grid_hw=(geom.height, geom.width),
+            frames_seen=seen + t,
+        )
+        return np.concatenate(outs), new_state
+
+    def _check_state(self, state: StreamState, hw: tuple[int, int]) -> None:
+        if not isinstance(state, StreamState):
+            raise TypeError(f"state must be a StreamState (from predict_stream or StreamState.from_bytes), got {type(state).__name__}")
+        if state.model_fingerprint != self.cfg.fingerprint():
+            raise StateMismatchError(
+                f"the stream state belongs to another architecture (fingerprint {state.model_fingerprint}, "
+                f"this model {self.cfg.fingerprint()}); start the video again with state=None"
+            )
+        if state.weights_digest != self.weights_digest():
+            raise StateMismatchError(
+                "the stream state was computed with other weights (digest "
+                f"{state.weights_digest[:12]}, this model {self.weights_digest()[:12]}); resume with the same checkpoint"
+            )
+        if tuple(state.input_hw) != tuple(hw):
+            raise StateMismatchError(
+                f"frames are {hw[0]}x{hw[1]} but the stream state was built for {state.input_hw[0]}x{state.input_hw[1]}: "
+                "the frame size cannot change in the middle of a stream; resize the frames or start a new stream"
+            )
+        if state.batch != 1:
+            raise StateMismatchError(f"the stream state holds {state.batch} videos; predict_stream continues one")
+
+    # ------------------------------------------------------------------ clip
+    def clip_has_prediction(self, t: int) -> bool:
+        """False where the official clip output for frame ``t`` is the city head's all-zero map."""
+        return len(official_clip(t)) == self.cfg.head.num_clips or self.cfg.head.variant != "TV3SHead_shift_city"
+
+    @torch.inference_mode()
+    def predict_clip(
+        self,
+        frames: np.ndarray,
+        targets: Sequence[int] | None = None,
+        offset: int = 0,
+        full_resolution: bool = False,
+        clips_per_step: int = 2,
+    ) -> np.ndarray:
+        """Official clip protocol for video frames ``offset + targets`` (default: all given).
+
+        ``frames[i]`` is video frame ``offset + i``; every clip frame of every target must be
+        among them (frames t-9..t, or the whole start of the video for t < 9).
+        """
+        x = self.preprocess(frames)
+        t_count, h, w = frames.shape[0], frames.shape[1], frames.shape[2]
+        targets = list(range(t_count)) if targets is None else [int(i) for i in targets]
+        clips = {}
+        for i in targets:
+            clip = official_clip(offset + i)
+            missing = [f for f in clip if not offset <= f < offset + t_count]
+            if missing:
+                raise ValueError(
+                    f"the clip for frame {offset + i} needs frames {list(clip)}, but frames {missing} are not given "
+                    f"(frames cover {offset}..{offset + t_count - 1}); pass the 9 frames before each target"
+                )
+            clips[i] = clip
+        head = self.decode_head
+        needed = sorted({f - offset for c in clips.values() for f in c})
+        early = {i for i, c in clips.items() if len(c) != head.cfg.num_clips}
+        grids: dict[int, torch.Tensor] = {}
+        fused_early: dict[int, torch.Tensor] = {}
+        quarter = geom = None
+        for start in range(0, len(needed), 4):
+            idx = needed[start:start + 4]
+            fused = self._fused(x[idx])
+            quarter = tuple(fused.shape[-2:])
+            geom = head.geometry(quarter)
+            grid = head.to_grid(fused, geom)
+            for k, f in enumerate(idx):
+                grids[f] = grid[k]
+                if f in early:
+                    fused_early[f] = fused[k:k + 1]
+        results: dict[int, torch.Tensor] = {i: head.early_logits(fused_early[i])[0] for i in early}
+        full = [i for i in targets if i not in early]
+        for start in range(0, len(full), max(1, clips_per_step)):
+            batch = full[start:start + clips_per_step]
+            grid = torch.stack([torch.stack([grids[f - offset] for f in clips[i]]) for i in batch])
+            tokens, _ = head.temporal(grid, geom, None, self.backend)
+            logits = head.classify(tokens[:, -1], quarter)
+            results.update({i: logits[k] for k, i in enumerate(batch)})
+        stacked = torch.stack([results[i] for i in targets])
+        return self._logits_out(stacked, (h, w), full_resolution)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """Official forward on normalised clips [B, T, 3, H, W] -> logits of each clip's last frame.
+
+        Every frame of every clip is encoded (the official protocol); a clip shorter than
+        ``num_clips`` takes the early path, as in the official test mode.
+        """
+        b, t = clips.shape[:2]
+        head = self.decode_head
+        fused = self._fused(clips.flatten(0, 1))
+        quarter = tuple(fused.shape[-2:])
+        if t != head.cfg.num_clips:
+            return head.early_logits(fused.reshape(b, t, *fused.shape[1:])[:, -1])
+        geom = head.geometry(quarter)
+        grid = head.to_grid(fused, geom).reshape(b, t, geom.height, geom.width, -1)
+        tokens, _ = head.temporal(grid, geom, None, self.backend)
+        return head.classify(tokens[:, -1], quarter)

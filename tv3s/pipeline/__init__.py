@@ -1,0 +1,1 @@
+"""tv3s.pipeline."""
