@@ -10,13 +10,13 @@ from tv3s.model.ssm import causal_conv1d, initial_state_response, selective_scan
 
 def scan_inputs(n=3, d=8, s=4, length=50, dt_scale=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)
-    u = torch.randn(n, d, length, generator=g)
-    delta = torch.randn(n, d, length, generator=g) * dt_scale
+    u = torch.randn(n, length, d, generator=g)
+    delta = torch.randn(n, length, d, generator=g) * dt_scale
     A = -torch.exp(torch.randn(d, s, generator=g))
-    B = torch.randn(n, s, length, generator=g)
-    C = torch.randn(n, s, length, generator=g)
+    B = torch.randn(n, length, s, generator=g)
+    C = torch.randn(n, length, s, generator=g)
     D = torch.randn(d, generator=g)
-    z = torch.randn(n, d, length, generator=g)
+    z = torch.randn(n, length, d, generator=g)
     bias = torch.randn(d, generator=g)
     h0 = torch.randn(n, d, s, generator=g)
     return u, delta, A, B, C, D, z, bias, h0
@@ -48,11 +48,11 @@ def test_scan_with_fast_decay_splits_chunks_without_overflow():
 def test_scan_resumes_exactly(cut):
     u, delta, A, B, C, D, z, bias, h0 = scan_inputs(length=50)
     y, h = selective_scan(u, delta, A, B, C, D, z, bias, h0, backend="torch")
-    y1, h1 = selective_scan(u[..., :cut], delta[..., :cut], A, B[..., :cut], C[..., :cut], D, z[..., :cut], bias, h0,
+    y1, h1 = selective_scan(u[:, :cut], delta[:, :cut], A, B[:, :cut], C[:, :cut], D, z[:, :cut], bias, h0,
                             backend="torch")
-    y2, h2 = selective_scan(u[..., cut:], delta[..., cut:], A, B[..., cut:], C[..., cut:], D, z[..., cut:], bias, h1,
+    y2, h2 = selective_scan(u[:, cut:], delta[:, cut:], A, B[:, cut:], C[:, cut:], D, z[:, cut:], bias, h1,
                             backend="torch")
-    torch.testing.assert_close(torch.cat([y1, y2], -1), y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([y1, y2], 1), y, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(h2, h, atol=1e-5, rtol=1e-5)
 
 
@@ -63,7 +63,7 @@ def test_initial_state_response_is_the_state_contribution():
     """
     u, delta, A, B, C, D, z, bias, h0 = scan_inputs(length=90)
     y0, h_zero = selective_scan(u, delta, A, B, C, D, None, bias, None, backend="torch")
-    dy, dh = initial_state_response(F.softplus(delta + bias[:, None]), A, C, h0)
+    dy, dh = initial_state_response(F.softplus(delta + bias), A, C, h0)
     y_ref, h_ref = selective_scan_reference(u, delta, A, B, C, D, None, bias, h0)
     torch.testing.assert_close(y0 + dy, y_ref, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(h_zero + dh, h_ref, atol=2e-5, rtol=1e-4)
@@ -71,14 +71,15 @@ def test_initial_state_response_is_the_state_contribution():
 
 def test_causal_conv_chunks_equal_whole():
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 6, 40, generator=g)
+    x = torch.randn(2, 40, 6, generator=g)
     w = torch.randn(6, 1, 4, generator=g)
     b = torch.randn(6, generator=g)
-    whole = F.silu(F.conv1d(x, w, b, padding=3, groups=6)[..., :40])  # the official formulation
-    y1, s1 = causal_conv1d(x[..., :2], w, b, None, backend="torch")
-    y2, s2 = causal_conv1d(x[..., 2:25], w, b, s1, backend="torch")
-    y3, _ = causal_conv1d(x[..., 25:], w, b, s2, backend="torch")
-    torch.testing.assert_close(torch.cat([y1, y2, y3], -1), whole, atol=1e-6, rtol=1e-6)
+    # The official formulation: channel-major, zero-padded Conv1d, cropped to the causal part.
+    whole = F.silu(F.conv1d(x.transpose(1, 2), w, b, padding=3, groups=6)[..., :40]).transpose(1, 2)
+    y1, s1 = causal_conv1d(x[:, :2], w, b, None, backend="torch")
+    y2, s2 = causal_conv1d(x[:, 2:25], w, b, s1, backend="torch")
+    y3, _ = causal_conv1d(x[:, 25:], w, b, s2, backend="torch")
+    torch.testing.assert_close(torch.cat([y1, y2, y3], 1), whole, atol=1e-6, rtol=1e-6)
 
 
 def test_cuda_backend_refused_without_kernels():

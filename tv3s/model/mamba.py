@@ -24,7 +24,7 @@ from .windows import WindowGeometry, layer_groups
 class MixerState(NamedTuple):
     """Recurrent state of one mixer over a batch of sequences."""
 
-    conv: torch.Tensor  # [N, d_inner, d_conv - 1]: the last inputs of the causal conv
+    conv: torch.Tensor  # [N, d_conv - 1, d_inner]: the last inputs of the causal conv
     ssm: torch.Tensor  # [N, d_inner, d_state]
 
 
@@ -80,7 +80,7 @@ class Mamba(nn.Module):
     def initial_state(self, n: int, device: torch.device) -> MixerState:
         """The state before the first token: zeros (= the official zero padding / zero SSM state)."""
         return MixerState(
-            torch.zeros(n, self.d_inner, self.d_conv - 1, device=device),
+            torch.zeros(n, self.d_conv - 1, self.d_inner, device=device),
             torch.zeros(n, self.d_inner, self.d_state, device=device),
         )
 
@@ -88,26 +88,25 @@ class Mamba(nn.Module):
         self, x: torch.Tensor, state: MixerState | None = None, backend: str = "auto"
     ) -> tuple[torch.Tensor, MixerState]:
         """x [N, L, d_model] -> (y [N, L, d_model], state after the last token)."""
-        xz = self.in_proj(x)
-        u, z = xz.transpose(1, 2).chunk(2, dim=1)  # [N, d_inner, L] each
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # [N, L, d_inner] each
         u, conv_state = causal_conv1d(
             u, self.conv1d.weight, self.conv1d.bias, None if state is None else state.conv, backend
         )
-        dt, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias goes in as delta_bias
+        dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)  # the bias goes in as delta_bias, as in mamba-ssm
         y, ssm_state = selective_scan(
             u,
             dt,
             -torch.exp(self.A_log.float()),
-            B.transpose(1, 2),
-            C.transpose(1, 2),
+            B,
+            C,
             self.D,
             z,
             self.dt_proj.bias,
             None if state is None else state.ssm,
             backend,
         )
-        return self.out_proj(y.transpose(1, 2)), MixerState(conv_state, ssm_state)
+        return self.out_proj(y), MixerState(conv_state, ssm_state)
 
 
 class MambaLayer(nn.Module):
