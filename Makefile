@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/tv3s demo --out $(DEMO_OUT)
+	$(BIN)/tv3s demo --out $(DEMO_OUT) --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

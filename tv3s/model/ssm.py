@@ -110,9 +110,10 @@ def _scan_chunk(
     sequential steps. Callers keep |A c_K| ≤ 80 so that 1/P_s cannot overflow; the
     products P_t / P_s ≤ 1 are then as accurate as the sequential recurrence.
     """
-    decay = torch.exp(torch.cumsum(delta, dim=1).unsqueeze(-1) * A)  # [N,K,D,S], in (0, 1]
-    inputs = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # [N,K,D,S]
-    states = torch.cumsum(inputs.div_(decay), dim=1).add_(h.unsqueeze(1)).mul_(decay)
+    decay = torch.exp_(torch.cumsum(delta, dim=1).unsqueeze(-1) * A)  # [N,K,D,S], in (0, 1]
+    inputs = ((delta * u).unsqueeze(-1) * B.unsqueeze(2)).div_(decay)  # [N,K,D,S]
+    inputs[:, 0].add_(h)  # h_0 enters every prefix sum once: fold it into the first term
+    states = torch.cumsum(inputs, dim=1).mul_(decay)
     y = torch.matmul(states, C.unsqueeze(-1)).squeeze(-1)  # [N,K,D]
     return y, states[:, -1]
 

@@ -1,0 +1,56 @@
+"""Chunk bookkeeping across model calls, checked with the real (fixture) model.
+
+However a video is cut into chunks, the logits must equal one call over the whole video:
+the stream state is threaded through, and clip mode gets the 9 frames of history it needs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tv3s.pipeline.predict import limit_frames, predict_chunks
+
+
+def video(n: int = 14, h: int = 64, w: int = 96) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
+
+
+def chunked(frames: np.ndarray, size: int) -> list[np.ndarray]:
+    return [frames[i : i + size] for i in range(0, len(frames), size)]
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 10, 14])
+def test_stream_chunks_equal_one_call(small_model, chunk):
+    frames = video()
+    whole, _ = small_model.predict_stream(frames)
+    out = list(predict_chunks(small_model, chunked(frames, chunk), "stream"))
+    assert np.array_equal(np.concatenate([f for f, _ in out]), frames)
+    np.testing.assert_allclose(np.concatenate([lg for _, lg in out]), whole, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 5, 14])
+def test_clip_chunks_equal_one_call(small_model, chunk):
+    frames = video()
+    whole = small_model.predict_clip(frames)
+    out = list(predict_chunks(small_model, chunked(frames, chunk), "clip"))
+    assert np.array_equal(np.concatenate([f for f, _ in out]), frames)
+    np.testing.assert_allclose(np.concatenate([lg for _, lg in out]), whole, atol=1e-5, rtol=0)
+
+
+def test_unknown_mode(small_model):
+    with pytest.raises(ValueError, match="mode"):
+        predict_chunks(small_model, [], "batch")
+
+
+def test_limit_frames_stops_without_reading_further():
+    pulled = []
+
+    def source():
+        for chunk in chunked(video(20, 32, 32), 4):
+            pulled.append(len(chunk))
+            yield chunk
+
+    assert [len(c) for c in limit_frames(source(), 6)] == [4, 2]
+    assert pulled == [4, 4]
+    assert [len(c) for c in limit_frames(chunked(video(5, 32, 32), 4), None)] == [4, 1]
+    assert list(limit_frames(chunked(video(5, 32, 32), 4), 0)) == []
