@@ -34,3 +34,12 @@ def small_model():
     name = "tv3s-parity-small"
     model = build_model(fixture_config(name)["model"])
     return load_checkpoint(model, fixture_dir(name) / "checkpoint.pth")
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3-compatible server on 127.0.0.1 for the whole session (see tests/s3server.py)."""
+    from .s3server import s3_server
+
+    with s3_server() as server:
+        yield server

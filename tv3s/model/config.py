@@ -236,12 +236,18 @@ def _preset(backbone: str, num_classes: int, variant: str = "TV3SHead_shift") ->
 
 # The published configurations (local_configs/tv3s/*): window 20, real shift 10, 8 Mamba
 # blocks of width 256. B0 was not published; it is here for small deployments and benchmarks.
+# The official Swin configs name their heads VSFMHead_shift(_city), names the official code
+# never registers; VSPW models use TV3SHead_shift here and Cityscapes ones the city head.
 PRESETS: dict[str, ModelConfig] = {
     "tv3s-b0-vspw": _preset("mit_b0", 124),
     "tv3s-b1-vspw": _preset("mit_b1", 124),
     "tv3s-b2-vspw": _preset("mit_b2", 124),
     "tv3s-b5-vspw": _preset("mit_b5", 124),
     "tv3s-b1-city": _preset("mit_b1", 19, "TV3SHead_shift_city"),
+    "tv3s-swint-vspw": _preset("d2_Swint", 124),
+    "tv3s-swins-vspw": _preset("d2_Swins", 124),
+    "tv3s-swint-city": _preset("d2_Swint", 19, "TV3SHead_shift_city"),
+    "tv3s-swins-city": _preset("d2_Swins", 19, "TV3SHead_shift_city"),
 }
 
 
