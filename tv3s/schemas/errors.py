@@ -1,0 +1,53 @@
+"""Typed records of bad input: what failed, where, why, and what to do about it.
+
+Every stage that meets bad input (indexing, reading, decoding, inference) produces one of
+these instead of raising through the job: the rest of the video and of the job goes on,
+and the record is written to the job's errors table. A record never carries credentials.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorKind(str, Enum):
+    """The kinds of bad input the data plane distinguishes (stable strings: they are stored)."""
+
+    unreachable = "unreachable"  # URL cannot be reached (DNS, connection, timeout after retries)
+    forbidden = "forbidden"  # 403 / access denied
+    not_found = "not_found"  # 404 / missing object or file
+    truncated_tar = "truncated_tar"  # tar ends inside a header or a member
+    empty_shard = "empty_shard"  # a shard with no members
+    corrupt_member = "corrupt_member"  # member bytes that do not decode (video or image)
+    unsupported_codec = "unsupported_codec"  # a stream PyAV/FFmpeg cannot decode
+    no_frames = "no_frames"  # a video with zero decodable frames
+    frame_size_changed = "frame_size_changed"  # frames of another size inside one video
+    bad_image_format = "bad_image_format"  # grayscale/RGBA/16-bit image where RGB8 is expected (converted or refused)
+    unsafe_member_name = "unsafe_member_name"  # '..' or absolute path in a tar member name
+    duplicate_key = "duplicate_key"  # the same sample key / (video, index) twice
+    bad_metadata = "bad_metadata"  # json that does not parse or lacks required fields
+    missing_segment = "missing_segment"  # a gap in a video's chain of segments
+    unknown_member = "unknown_member"  # a member that is neither media nor metadata (counted, ignored)
+    model_error = "model_error"  # inference failed for this input
+
+
+class InputError(BaseModel):
+    """One failed input. ``hint`` tells the user what to do; ``message`` what happened."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: ErrorKind
+    stage: str = Field(description="index | read | decode | model")
+    url: str = Field(description="shard or file URL (never with credentials)")
+    member: str | None = Field(default=None, description="tar member name, when the error is inside a shard")
+    video_id: str | None = None
+    segment_index: int | None = None
+    frame_index: int | None = None
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = self.url + (f"::{self.member}" if self.member else "")
+        what = f" (video {self.video_id}" + (f", segment {self.segment_index}" if self.segment_index is not None else "") + ")" if self.video_id else ""
+        return f"{self.kind.value} at {where}{what}: {self.message}" + (f" - {self.hint}" if self.hint else "")
