@@ -24,8 +24,8 @@ def test_stream_chunks_equal_one_call(small_model, chunk):
     frames = video()
     whole, _ = small_model.predict_stream(frames)
     out = list(predict_chunks(small_model, chunked(frames, chunk), "stream"))
-    assert np.array_equal(np.concatenate([f for f, _ in out]), frames)
-    np.testing.assert_allclose(np.concatenate([lg for _, lg in out]), whole, atol=1e-5, rtol=0)
+    assert np.array_equal(np.concatenate([c.frames for c in out]), frames)
+    np.testing.assert_allclose(np.concatenate([c.logits for c in out]), whole, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 5, 14])
@@ -33,8 +33,28 @@ def test_clip_chunks_equal_one_call(small_model, chunk):
     frames = video()
     whole = small_model.predict_clip(frames)
     out = list(predict_chunks(small_model, chunked(frames, chunk), "clip"))
-    assert np.array_equal(np.concatenate([f for f, _ in out]), frames)
-    np.testing.assert_allclose(np.concatenate([lg for _, lg in out]), whole, atol=1e-5, rtol=0)
+    assert np.array_equal(np.concatenate([c.frames for c in out]), frames)
+    np.testing.assert_allclose(np.concatenate([c.logits for c in out]), whole, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [2, 5])
+def test_city_head_early_frames_are_predicted_in_stream_mode(chunk):
+    """The city head's clip output for frames 0-2 is all zeros: those frames get stream predictions."""
+    from tv3s.model import build_model_from_checkpoint
+
+    from .conftest import fixture_dir
+
+    model = build_model_from_checkpoint(
+        fixture_dir("tv3s-parity-city-small") / "checkpoint.pth", head_variant="TV3SHead_shift_city"
+    )
+    frames = video(6)
+    out = list(predict_chunks(model, chunked(frames, chunk), "clip"))
+    assert sum((c.by_stream for c in out), ()) == (0, 1, 2)
+    logits = np.concatenate([c.logits for c in out])
+    stream, _ = model.predict_stream(frames[:3])
+    np.testing.assert_allclose(logits[:3], stream, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(logits[3:], model.predict_clip(frames)[3:], atol=1e-5, rtol=0)
+    assert all(np.abs(lg).max() > 0 for lg in logits)
 
 
 def test_unknown_mode(small_model):

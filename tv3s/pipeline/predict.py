@@ -8,7 +8,7 @@ earlier frames that the official clips [t-9, t-6, t-3, t] reach back into.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -24,11 +24,21 @@ class VideoModel(Protocol):
 
     def predict_clip(self, frames: np.ndarray, targets: list[int] | None = None, offset: int = 0) -> np.ndarray: ...
 
+    def clip_has_prediction(self, t: int) -> bool: ...
 
-def predict_chunks(
-    model: VideoModel, chunks: Iterable[np.ndarray], mode: str
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (frames [t, H, W, 3], logits [t, C, h, w]) for each chunk of one video, in order.
+
+class Chunk(NamedTuple):
+    """One chunk's frames and logits; ``by_stream`` lists video frame indices whose clip-mode
+    output was not a prediction (the Cityscapes head's all-zero early frames) and which were
+    therefore predicted in stream mode instead."""
+
+    frames: np.ndarray
+    logits: np.ndarray
+    by_stream: tuple[int, ...] = ()
+
+
+def predict_chunks(model: VideoModel, chunks: Iterable[np.ndarray], mode: str) -> Iterator[Chunk]:
+    """Yield a Chunk (frames [t, H, W, 3], logits [t, C, h, w]) for each chunk of one video, in order.
 
     stream: the state returned for a chunk is passed into the next, so the
     result does not depend on how the video was chunked.
@@ -43,21 +53,27 @@ def predict_chunks(
     return _clip(model, chunks)
 
 
-def _stream(model: VideoModel, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _stream(model: VideoModel, chunks: Iterable[np.ndarray]) -> Iterator[Chunk]:
     state = None
     for frames in chunks:
         logits, state = model.predict_stream(frames, state=state)
-        yield frames, logits
+        yield Chunk(frames, logits)
 
 
-def _clip(model: VideoModel, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _clip(model: VideoModel, chunks: Iterable[np.ndarray]) -> Iterator[Chunk]:
     history = None  # the last <= CLIP_HISTORY frames before the current chunk
     start = 0  # video index of the chunk's first frame
     for frames in chunks:
         buffer = frames if history is None else np.concatenate([history, frames])
         kept = len(buffer) - len(frames)
-        logits = model.predict_clip(buffer, targets=list(range(kept, len(buffer))), offset=start - kept)
-        yield frames, logits
+        offset = start - kept
+        logits = model.predict_clip(buffer, targets=list(range(kept, len(buffer))), offset=offset)
+        missing = [i for i in range(kept, len(buffer)) if not model.clip_has_prediction(offset + i)]
+        if missing:  # early frames only, so the buffer starts at video frame 0 (offset == 0)
+            streamed, _ = model.predict_stream(buffer[: max(missing) + 1])
+            for i in missing:
+                logits[i - kept] = streamed[i]
+        yield Chunk(frames, logits, tuple(offset + i for i in missing))
         history = buffer[-CLIP_HISTORY:].copy()  # a copy, so the old buffer can be freed
         start += len(frames)
 

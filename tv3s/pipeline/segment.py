@@ -78,10 +78,12 @@ def segment(
     counts = np.zeros(num_classes, dtype=np.int64)
     sampler = _PreviewSampler(expected, PREVIEW_FRAMES)
     index = 0
+    by_stream: list[int] = []
     started = time.perf_counter()
     with tqdm(total=expected or None, unit="frame", desc=source.name, disable=not options.progress) as bar:
         timed_chunks = clock.wrap("decode", limit_frames(chunks, options.max_frames))
-        for frames, logits in clock.wrap("model", predict_chunks(model, timed_chunks, options.mode)):
+        for frames, logits, streamed in clock.wrap("model", predict_chunks(model, timed_chunks, options.mode)):
+            by_stream.extend(streamed)
             with clock.span("postprocess"):
                 for frame, frame_logits in zip(frames, logits, strict=True):
                     labels = logits_to_labels(torch.from_numpy(frame_logits), frame.shape[:2])
@@ -97,6 +99,8 @@ def segment(
         frames_kept, labels_kept = sampler.picked()
         Image.fromarray(preview_strip(frames_kept, labels_kept, palette, PREVIEW_FRAMES)).save(layout.preview)
     summary = _summary(model, source, info, layout, options, index, expected, counts, clock.totals, total)
+    if by_stream:
+        summary["frames_labelled_by_stream_mode"] = by_stream
     summary.update(extra_summary or {})
     layout.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
