@@ -7,31 +7,11 @@ import pickle
 import pytest
 import torch
 
-from tv3s.model import CheckpointError, PRESETS, build_model, build_model_from_checkpoint, load_checkpoint
+from tv3s.model import CheckpointError, build_model, build_model_from_checkpoint, load_checkpoint
 
 from .conftest import fixture_config, fixture_dir
 
 SMALL = "tv3s-parity-small"
-
-
-@pytest.mark.parametrize(
-    "preset, expected",
-    [
-        ("tv3s-b1-city", 17_193_849),  # official count (MiT-B1 + TV3SHead_shift_city, 19 classes)
-        ("tv3s-b1-vspw", 17_261_364),  # official count (MiT-B1 + TV3SHead_shift, 124 classes)
-    ],
-)
-def test_preset_parameter_counts(preset, expected):
-    with torch.device("meta"):
-        model = build_model(preset)
-    assert sum(p.numel() for p in model.parameters()) == expected
-
-
-def test_every_preset_builds():
-    for name in PRESETS:
-        with torch.device("meta"):
-            model = build_model(name)
-        assert model.num_classes in (19, 124)
 
 
 def save(tmp_path, obj, name="ckpt.pth"):
