@@ -29,3 +29,19 @@ def test_small_frames_are_handled(small_model, hw):
     logits, _ = small_model.predict_stream(frames)
     assert logits.shape == (2, 7, -(-hw[0] // 4), -(-hw[1] // 4)) and np.isfinite(logits).all()
     assert np.isfinite(small_model.predict_clip(frames)).all()
+
+
+@pytest.mark.parametrize("hw", [(32, 40), (101, 77)])
+def test_small_and_odd_frames_with_swin(hw):
+    """Swin pads every stage to whole 7x7 windows; small frames work as for MiT."""
+    import torch
+
+    from tv3s.model import build_model
+
+    from .conftest import fixture_config
+
+    torch.manual_seed(0)
+    model = build_model(fixture_config("tv3s-parity-swin-small")["model"])
+    frames = np.random.default_rng(1).integers(0, 256, size=(2, *hw, 3), dtype=np.uint8)
+    stream, _ = model.predict_stream(frames)
+    assert stream.shape == (2, 7, -(-hw[0] // 4), -(-hw[1] // 4)) and np.isfinite(stream).all()
