@@ -53,7 +53,7 @@ def analytic(name: str) -> int:
     else:
         a = cfg.backbone_arch
         backbone = analytic_swin_params(a.embed_dim, a.depths, a.num_heads)
-    return backbone + head_params(cfg.head.in_channels, cfg.head.num_classes)
+    return backbone + head_params(cfg.head.in_channels, cfg.head.num_classes, e=cfg.head.embed_dim, n=cfg.head.n_mambas)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -10,9 +10,9 @@ import argparse
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import demo, segment
+from .commands import demo, segment, synth, train
 
-COMMANDS = (segment, demo)
+COMMANDS = (segment, demo, synth, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

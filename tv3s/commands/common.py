@@ -101,7 +101,7 @@ def load_model(
         model = build_model_from_checkpoint(checkpoint)
         info: dict[str, Any] = {"checkpoint": str(checkpoint), "random_weights": False}
     else:
-        config = _preset_config(preset or DEFAULT_PRESET)
+        config = preset_config(preset or DEFAULT_PRESET)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_WEIGHTS_SEED)  # same random model on every run
             try:
@@ -140,7 +140,7 @@ def random_weights_banner() -> str:
     return f"{line}\n!! {RANDOM_WEIGHTS_WARNING}\n{line}"
 
 
-def _preset_config(preset: str) -> str | dict[str, Any]:
+def preset_config(preset: str) -> str | dict[str, Any]:
     """A preset name as is, or the model dict from a JSON file (a bare dict or config.json's 'model')."""
     path = Path(preset)
     if not (preset.endswith(".json") or path.is_file()):

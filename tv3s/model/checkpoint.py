@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import re
 import warnings
@@ -19,15 +20,9 @@ from typing import Any
 
 import torch
 
-from .config import HEAD_ALIASES, HeadConfig, ModelConfig, SwinConfig, resolve_config
+from .config import CITYSCAPES_CLASSES, HEAD_ALIASES, HeadConfig, ModelConfig, SwinConfig, resolve_config
 from .mit import MIT_VARIANTS, MiTConfig
 from .segmentor import TV3S
-
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)
-
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
@@ -135,6 +130,10 @@ def infer_config(state: dict[str, torch.Tensor], meta: dict[str, Any] | None = N
     shift 10). ``head_variant`` overrides the variant.
     """
     meta = meta or {}
+    if meta.get("tv3s_config"):  # written by tv3s train: the exact architecture
+        cfg = ModelConfig.from_dict(json.loads(meta["tv3s_config"]))
+        variant = HEAD_ALIASES.get(head_variant, head_variant) if head_variant else cfg.head.variant
+        return dataclasses.replace(cfg, head=dataclasses.replace(cfg.head, variant=variant))
     try:
         if "backbone.patch_embed1.proj.weight" in state:
             arch: MiTConfig | SwinConfig = _infer_mit(state)

@@ -68,6 +68,7 @@ class HeadConfig:
     dt_rank: int | None = None
     norm_eps: float = 1e-5
     bn_eps: float = 1e-5
+    dropout_ratio: float = 0.1  # training only (Dropout2d before both classifiers)
 
     @property
     def resolved_dt_rank(self) -> int:
@@ -100,6 +101,7 @@ class ModelConfig:
             "decode_head": head.variant,
             "in_channels": list(head.in_channels),
             "channels": head.channels,
+            "dropout_ratio": head.dropout_ratio,
             "num_classes": head.num_classes,
             "num_clips": head.num_clips,
             "decoder_params": {
@@ -196,6 +198,7 @@ class ModelConfig:
             dt_rank=int(mamba["dt_rank"]) if isinstance(mamba.get("dt_rank"), int) else None,
             norm_eps=float(block.get("norm_eps", 1e-5)),
             bn_eps=float((d.get("norm_cfg") or {}).get("eps", 1e-5)),
+            dropout_ratio=float(d.get("dropout_ratio", 0.1)),
         )
         expected = arch.embed_dims if isinstance(arch, MiTConfig) else arch.out_channels
         if tuple(head.in_channels) != tuple(expected):
@@ -249,6 +252,26 @@ PRESETS: dict[str, ModelConfig] = {
     "tv3s-swint-city": _preset("d2_Swint", 19, "TV3SHead_shift_city"),
     "tv3s-swins-city": _preset("d2_Swins", 19, "TV3SHead_shift_city"),
 }
+
+
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+CITYSCAPES_PALETTE = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+# The small model the repository ships trained on synthetic scenes (tv3s train; see README):
+# MiT-B0 with a reduced head (width 64, 4 Mamba blocks), Cityscapes' 19 classes.
+PRESETS["tv3s-demo"] = ModelConfig(
+    "mit_b0",
+    MIT_VARIANTS["mit_b0"],
+    HeadConfig(in_channels=MIT_VARIANTS["mit_b0"].embed_dims, num_classes=19, embed_dim=64, n_mambas=4),
+    class_names=CITYSCAPES_CLASSES,
+    palette=CITYSCAPES_PALETTE,
+)
 
 
 def resolve_config(cfg: str | dict[str, Any] | ModelConfig) -> ModelConfig:

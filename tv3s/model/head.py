@@ -71,6 +71,7 @@ class TV3SHead(nn.Module):
         self.linear_fuse = ConvModule(4 * e, e, cfg.bn_eps)
         self.linear_pred = nn.Conv2d(e, cfg.num_classes, 1)
         self.linear_pred2 = nn.Conv2d(e, cfg.num_classes, 1)
+        self.dropout = nn.Dropout2d(cfg.dropout_ratio)  # active in training only, as in mmseg
 
     def geometry(self, quarter_hw: tuple[int, int]) -> WindowGeometry:
         """The Mamba grid for a 1/4-resolution map: floor(h/2) rounded up to whole windows."""
@@ -109,7 +110,7 @@ class TV3SHead(nn.Module):
         if self.cfg.variant == "TV3SHead_shift_city":
             n, _, h, w = fused.shape
             return fused.new_zeros(n, self.cfg.num_classes, h, w)
-        return self.linear_pred(fused)
+        return self.linear_pred(self.dropout(fused))
 
     def temporal(
         self, grid: torch.Tensor, geom: WindowGeometry, state: StackState | None = None, backend: str = "auto"
@@ -119,4 +120,4 @@ class TV3SHead(nn.Module):
 
     def classify(self, tokens: torch.Tensor, quarter_hw: tuple[int, int]) -> torch.Tensor:
         """Mamba outputs [N, H2, W2, E] -> logits [N, C, h/4, w/4]."""
-        return _resize(self.linear_pred2(tokens.permute(0, 3, 1, 2)), quarter_hw)
+        return _resize(self.linear_pred2(self.dropout(tokens.permute(0, 3, 1, 2))), quarter_hw)

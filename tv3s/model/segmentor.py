@@ -261,6 +261,29 @@ class TV3S(nn.Module):
         stacked = torch.stack([results[i] for i in targets])
         return self._logits_out(stacked, (h, w), full_resolution)
 
+    def forward_train(self, clips: torch.Tensor, mamba_frames: str = "last") -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward on normalised clips [B, T, 3, H, W] (the official training head).
+
+        Returns ``(frame_logits [B, T, C, h, w], mamba_logits [B, T', C, h, w])``: per-frame
+        ``linear_pred`` logits, and the Mamba path's logits for the last frame (official
+        recipe, ``mamba_frames="last"``, T' = 1) or for every frame (``"all"``: supervises
+        what stream mode predicts at every position of the sequence).
+        """
+        b, t = clips.shape[:2]
+        head = self.decode_head
+        fused = self._fused(clips.flatten(0, 1))
+        quarter = tuple(fused.shape[-2:])
+        frame_logits = head.linear_pred(head.dropout(fused)).reshape(b, t, -1, *quarter)
+        geom = head.geometry(quarter)
+        grid = head.to_grid(fused, geom).reshape(b, t, geom.height, geom.width, -1)
+        tokens, _ = head.temporal(grid, geom, None, self.backend)
+        if mamba_frames == "last":
+            tokens = tokens[:, -1:]
+        elif mamba_frames != "all":
+            raise ValueError(f"mamba_frames must be 'last' or 'all', got {mamba_frames!r}")
+        mamba_logits = head.classify(tokens.flatten(0, 1), quarter)
+        return frame_logits, mamba_logits.reshape(b, -1, *mamba_logits.shape[1:])
+
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         """Official forward on normalised clips [B, T, 3, H, W] -> logits of each clip's last frame.
 

@@ -18,6 +18,7 @@ exactly afterwards (:func:`initial_state_response`).
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -150,6 +151,42 @@ def _scan_torch(
     return torch.cat(ys, dim=1), h
 
 
+def _scan_torch_differentiable(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same scan for training: only products of decays ≤ 1, so gradients stay finite.
+
+    The inference path divides by decays as small as e^-80, which is fine forwards but makes
+    the backward pass overflow. Here the sequence is cut into M chunks of K ≈ √L tokens:
+    K sequential steps run all chunks at once from zero state, M steps carry the chunk-end
+    states forward, and each chunk's states get its incoming carry times its cumulative
+    decay. K + M Python steps instead of L, every operation differentiable and stable.
+    """
+    n, length, d = u.shape
+    s = A.shape[1]
+    k = max(1, math.isqrt(length))
+    m = -(-length // k)
+    pad = m * k - length  # padded tokens have Δ = 0: decay 1 and input 0, so they change nothing
+    if pad:
+        u, delta = F.pad(u, (0, 0, 0, pad)), F.pad(delta, (0, 0, 0, pad))
+        B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
+    dl = delta.reshape(n, m, k, d)
+    decay = torch.exp(dl.unsqueeze(-1) * A)  # [N, M, K, D, S]
+    inputs = (dl * u.reshape(n, m, k, d)).unsqueeze(-1) * B.reshape(n, m, k, 1, s)
+    local, state = [], h.new_zeros(n, m, d, s)
+    for j in range(k):
+        state = decay[:, :, j] * state + inputs[:, :, j]
+        local.append(state)
+    local_states = torch.stack(local, dim=2)
+    cumulative = torch.exp(torch.cumsum(dl, dim=2).unsqueeze(-1) * A)  # decay since each chunk's start
+    carries = [h]
+    for j in range(m - 1):
+        carries.append(cumulative[:, j, -1] * carries[-1] + local_states[:, j, -1])
+    states = local_states + cumulative * torch.stack(carries, dim=1).unsqueeze(2)
+    y = torch.matmul(states, C.reshape(n, m, k, s, 1)).reshape(n, m * k, d)[:, :length]
+    return y, states[:, -1, -1]
+
+
 def initial_state_response(
     delta: torch.Tensor, A: torch.Tensor, C: torch.Tensor, initial_state: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,7 +243,11 @@ def selective_scan(
     else:
         delta = F.softplus(delta)
         h0 = u.new_zeros(n, d, A.shape[1]) if initial_state is None else initial_state.float()
-        y, last = _scan_torch(u, delta, A, B, C, h0)
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (u, delta, A, B, C, h0, D, z, delta_bias) if t is not None
+        )
+        scan = _scan_torch_differentiable if needs_grad else _scan_torch
+        y, last = scan(u, delta, A, B, C, h0)
         if D is not None:
             y = y + u * D.float()
     if z is not None:
