@@ -10,9 +10,9 @@ import argparse
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import demo, segment, synth, train
+from .commands import demo, index, segment, shards, synth, train
 
-COMMANDS = (segment, demo, synth, train)
+COMMANDS = (segment, demo, index, shards, synth, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

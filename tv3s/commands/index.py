@@ -1,0 +1,57 @@
+"""`tv3s index SHARDS_URL... --out INDEX_URI`: index WebDataset shards for ordered, ranged reads."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..pipeline.index import build_index, default_errors_uri, plan_videos, write_errors, write_table
+from ..pipeline.samples import DEFAULT_KEY_PATTERN, key_regex
+from ..pipeline.storage import StorageError
+from .store_args import add_store_arguments, error_summary, store_from_args
+
+NAME = "index"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        NAME,
+        help="index WebDataset shards (local or s3://) into a Parquet table",
+        description="Scan tar headers (no decoding) and write one row per sample: video id, segment or frame "
+        "index, shard URL, member names, byte offsets and sizes. Problems are written to an errors table.",
+    )
+    parser.add_argument("shards", nargs="+", metavar="SHARDS_URL",
+                        help="shard URLs, brace lists (shard-{000..099}.tar) or globs ('s3://b/p/*.tar')")
+    parser.add_argument("--out", required=True, metavar="INDEX_URI", help="Parquet file to write (local or s3://)")
+    parser.add_argument("--errors", metavar="URI", help="errors table (default: INDEX_URI with .errors.parquet)")
+    parser.add_argument("--key-pattern", default=DEFAULT_KEY_PATTERN, metavar="P",
+                        help=f"video id and frame number of frame samples without json (default {DEFAULT_KEY_PATTERN})")
+    parser.add_argument("--workers", type=int, default=8, metavar="N", help="shards scanned at once (default 8)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_store_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 0 when an index was written (bad inputs are in the errors table), 1 when none could be, 2 on misuse."""
+    try:
+        key_regex(args.key_pattern)
+    except ValueError as exc:
+        print(f"tv3s index: error: --key-pattern: {exc}", file=sys.stderr)
+        return 2
+    store = store_from_args(args)
+    result = build_index(args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress)
+    runs, chain_errors = plan_videos(result.table)
+    errors = result.errors + chain_errors
+    errors_uri = args.errors or default_errors_uri(args.out)
+    try:
+        write_table(result.table, args.out, store)
+        write_errors(errors, errors_uri, store)
+    except StorageError as exc:
+        print(f"tv3s index: error: cannot write the index: {exc}", file=sys.stderr)
+        return 1
+    videos = len({r.video_id for r in runs})
+    print(f"indexed {result.table.num_rows} samples of {videos} videos from {result.shards} shards "
+          f"({result.members} members) -> {args.out}")
+    print(f"  runs:   {len(runs)} (a video is split at each gap)")
+    print(f"  errors: {error_summary(errors)} -> {errors_uri}")
+    return 0 if result.table.num_rows else 1

@@ -1,0 +1,31 @@
+"""Object-storage options shared by the data-plane subcommands.
+
+Credentials are deliberately not options: botocore reads them from the environment
+(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN), AWS_PROFILE and
+~/.aws, or an instance/pod role, so they never appear in shell history, job specs or logs.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..pipeline.storage import RetryPolicy, Store
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint-url", metavar="URL",
+                        help="S3-compatible endpoint (MinIO, Ceph, ...); default: AWS_ENDPOINT_URL or AWS")
+    parser.add_argument("--retries", type=int, default=RetryPolicy.attempts, metavar="N",
+                        help=f"attempts per request on transient errors (default {RetryPolicy.attempts})")
+
+
+def store_from_args(args: argparse.Namespace) -> Store:
+    options = {"client_kwargs": {"endpoint_url": args.endpoint_url}} if args.endpoint_url else {}
+    return Store(options, RetryPolicy(attempts=max(1, args.retries)))
+
+
+def error_summary(errors) -> str:
+    """'3 truncated_tar, 1 bad_metadata' (most frequent first), or 'none'."""
+    from collections import Counter
+
+    counts = Counter(e.kind.value for e in errors)
+    return ", ".join(f"{n} {kind}" for kind, n in counts.most_common()) or "none"
