@@ -1,0 +1,140 @@
+"""Generated labeling results for the output tests: real rows from real logits, no model needed."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from tv3s.pipeline.commit import Output
+from tv3s.pipeline.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler
+from tv3s.schemas.classes import generic_classes
+from tv3s.schemas.errors import ErrorKind, InputError
+from tv3s.schemas.manifest import FrameRow, ResetReason, TemporalState
+
+NUM_CLASSES = 5
+SIZE = (24, 32)  # H, W of the source frames
+
+
+class Crash(BaseException):
+    """A simulated process death (BaseException: nothing in the code under test catches it)."""
+
+
+def run_info(job_id: str = "job-1", num_classes: int = NUM_CLASSES) -> RunInfo:
+    classes = generic_classes(num_classes)
+    return RunInfo(job_id, "test:model:0", None, "{}", classes.names, classes.palette, "stream")
+
+
+def smooth_logits(num_classes: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """Spatially smooth logits [C, h, w] (regions of classes, like a real decode head's)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, num_classes, max(2, h // 3), max(2, w // 3), generator=g) * 4
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0]
+
+
+def video_rows(
+    run: RunInfo, video_id: str, segments: int = 2, per_segment: int = 3, size: tuple[int, int] = SIZE, seed: int = 0
+) -> dict[int, list[FrameRow]]:
+    """Rows of one video, by segment, from smooth logits at 1/4 of `size` that drift from
+    frame to frame (so consecutive masks mostly agree, like a real video's)."""
+    labeler = VideoLabeler(run)
+    h, w = -(-size[0] // 4), -(-size[1] // 4)
+    base = smooth_logits(run.num_classes, h, w, seed)
+    out: dict[int, list[FrameRow]] = {}
+    for segment in range(segments):
+        rows = []
+        for k in range(per_segment):
+            index = segment * per_segment + k
+            first = index == 0
+            source = FrameSource(
+                video_id=video_id,
+                segment_index=segment,
+                frame_index=index,
+                source_url=f"file:///data/{video_id}.mp4",
+                width=size[1],
+                height=size[0],
+                source_frame_index=index,
+                timestamp_s=index / 10,
+                temporal_state=TemporalState.reset if first else TemporalState.carried,
+                state_reset_reason=ResetReason.video_start if first else None,
+            )
+            drift = 0.3 * smooth_logits(run.num_classes, h, w, seed * 1000 + index + 1)
+            row, _ = labeler.label(base + drift, source)
+            rows.append(row)
+        out[segment] = rows
+    return out
+
+
+def sample_job(run: RunInfo, videos: int = 2, segments: int = 2, per_segment: int = 3) -> dict[str, dict[int, list]]:
+    return {f"video {v}/x": video_rows(run, f"video {v}/x", segments, per_segment, seed=v) for v in range(videos)}
+
+
+def decode_error(video_id: str, segment: int) -> InputError:
+    return InputError(
+        kind=ErrorKind.corrupt_member,
+        stage="decode",
+        url=f"file:///data/{video_id}.mp4",
+        video_id=video_id,
+        segment_index=segment,
+        message="frame 3 does not decode",
+        hint="re-encode the video",
+    )
+
+
+def write_job(output: Output, run: RunInfo, job: dict[str, dict[int, list]], observer=None) -> ManifestWriter:
+    """Commit every segment of every video (one unit per segment), as a runner would; errors
+    with segment 1 of each video."""
+    writer = ManifestWriter(output, run) if observer is None else ManifestWriter(output, run, observer)
+    for video_id, segments in job.items():
+        for segment, rows in segments.items():
+            errors = [decode_error(video_id, segment)] if segment == 1 else []
+            writer.commit_segments(video_id, segment, segment, rows, errors, segments_expected=len(segments))
+    return writer
+
+
+def read_visible(output: Output, table: str) -> pa.Table:
+    """All visible rows of a table, straight from the view's Parquet files."""
+    files = output.view().table_files(table)
+    tables = [pq.read_table(io.BytesIO(output.read(f.path))) for f in files]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def frame_keys(table: pa.Table) -> Counter:
+    """How often each (job, video, frame) occurs."""
+    if table.num_rows == 0:
+        return Counter()
+    return Counter(zip(*(table.column(c).to_pylist() for c in ("job_id", "video_id", "frame_index")), strict=True))
+
+
+def expected_keys(run: RunInfo, job: dict[str, dict[int, list]]) -> Counter:
+    rows = [r for segments in job.values() for rows in segments.values() for r in rows]
+    return Counter((run.job_id, r.video_id, r.frame_index) for r in rows)
+
+
+def crash_at(step: str, occurrence: int = 2, raw_fs=None):
+    """An observer that dies at the `occurrence`-th time `step` is reached.
+
+    At mid_write on an object store, where a PUT is all or nothing, it first leaves a
+    truncated object at the path, as a store with visible partial writes would.
+    """
+    seen = Counter()
+
+    def observer(reached: str, path: str) -> None:
+        if reached != step:
+            return
+        seen[step] += 1
+        if seen[step] == occurrence:
+            if step == "mid_write" and raw_fs is not None:
+                raw_fs.pipe_file(raw_fs._strip_protocol(path), b"PAR1 truncated by a crash")
+            raise Crash(f"{step} at {path}")
+
+    return observer
+
+
+def sorted_rows(table: pa.Table) -> list[dict]:
+    rows = table.to_pylist()
+    keys = ("job_id", "video_id", "frame_index", "kind", "url")
+    return sorted(rows, key=lambda r: tuple(str(r.get(k)) for k in keys))
