@@ -1,0 +1,51 @@
+"""`tv3s query OUTPUT "SQL"`: read-only SQL over a job's committed tables frames, videos, errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..pipeline.commit import CommitError
+from ..pipeline.query import FORMATS, QueryError, connect, format_table, run_query, write_result
+from .common import positive_int
+from .output_args import add_output_arguments, open_output
+
+NAME = "query"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        NAME,
+        help="SQL over an output's frames, videos and errors tables (read-only)",
+        description="Run one SELECT over the committed parts of OUTPUT with DuckDB. Tables: frames (one row "
+        "per labeled frame), videos (one row per finished video), errors (one row per failed input).",
+    )
+    add_output_arguments(parser)
+    parser.add_argument(
+        "sql", metavar="SQL", help='e.g. "SELECT video_id, avg(mean_confidence) FROM frames GROUP BY 1"'
+    )
+    parser.add_argument("--format", choices=FORMATS, default="table", help="default: a table in the terminal")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="write the result here (required for parquet)")
+    parser.add_argument("--max-rows", type=positive_int, default=50, metavar="N", help="rows shown as a table (50)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        table = run_query(connect(open_output(args)), args.sql)
+        if args.format == "table" and args.out is None:
+            print(format_table(table, args.max_rows))
+            return 0
+        text = write_result(table, "csv" if args.format == "table" else args.format, args.out)
+    except QueryError as exc:
+        print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
+        return 2
+    except (CommitError, OSError) as exc:
+        print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
+        return 1
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        print(f"wrote {table.num_rows} rows to {args.out}", file=sys.stderr)
+    return 0
