@@ -51,8 +51,7 @@ def encode(frames: np.ndarray, codec: str = "libx264", fmt: str = "mp4", fps: in
         if codec == "libx264":
             stream.options = {"crf": "12"}
         elif codec == "mpeg4":
-            stream.options = {"qscale": "2"}
-            stream.codec_context.qscale = 2
+            stream.codec_context.qscale = 2  # fine quantiser: the stamp blocks stay clean
         elif codec == "libvpx-vp9":
             stream.options = {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"}
         for frame in frames:

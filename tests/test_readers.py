@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import io
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +86,17 @@ def test_stream_shard_yields_samples_in_order(tmp_path):
     got = list(stream_shard(str(tmp_path / "s.tar"), Store(), errors.append))
     assert errors == [] and [s.key for s in got] == [f"f/{i:06d}" for i in range(5)]
     assert [read_stamp(decode_image(s.members["jpg"]).rgb) for s in got] == [(1, i) for i in range(5)]
+
+
+def test_stream_shard_reports_damage_after_the_intact_samples(tmp_path):
+    samples = [frame_sample("f", i, encode_image(stamped_frames(1, i, 1)[0])) for i in range(3)]
+    data = tar_bytes(samples)
+    last = list(tarfile.open(fileobj=io.BytesIO(data)))[-1]
+    (tmp_path / "s.tar").write_bytes(data[: last.offset_data + 10])  # cut inside the last member
+    errors = []
+    got = list(stream_shard(str(tmp_path / "s.tar"), Store(), errors.append))
+    assert [s.key for s in got] == ["f/000000", "f/000001"]
+    assert [(e.kind.value, e.member, e.stage) for e in errors] == [("truncated_tar", "f/000002.jpg", "read")]
 
 
 def _collect(chunks):

@@ -27,7 +27,7 @@ from ..schemas.index import INDEX_SCHEMA, INDEX_VERSION, VERSION_KEY, errors_tab
 from .samples import DEFAULT_KEY_PATTERN, META_EXT, SampleError, identify, media_kind, parse_json, split_name, \
     unsafe_name
 from .storage import Store, StorageError, redact_url
-from .tarscan import ChunkReader, TarDefect, TarMember, iter_members
+from .tarscan import ChunkReader, MemberScan, TarMember
 
 SCAN_CHUNK = 1 << 20
 
@@ -80,15 +80,17 @@ def index_shard(url: str, order: int, store: Store, key_pattern: str = DEFAULT_K
             error(ErrorKind.empty_shard, "the shard is an empty file", "re-create or delete the shard")
             return out
         reader = ChunkReader(lambda start, end: store.read(url, start, end), size, SCAN_CHUNK)
-        members = _counted(_safe_members(iter_members(reader.read_at, size), error), out)
-        for position, (key, group) in enumerate(_samples(members, error)):
+        scan = MemberScan(reader.read_at, size)
+        for position, (key, group) in enumerate(_samples(_counted(_safe_members(scan, error), out), error)):
+            if scan.cut_through(key, _key_of):
+                break  # the truncated_tar record below covers it
             row = _sample_row(key, group, reader, key_pattern, error)
             if row is not None:
                 out.rows.append(row | {"shard": safe_url, "shard_order": order, "position": position})
-    except TarDefect as defect:
-        hint = ("re-upload the shard; the members before this point are indexed"
-                if defect.kind == ErrorKind.truncated_tar else "re-create the shard with tv3s shards pack")
-        error(defect.kind, str(defect), hint, defect.member)
+        if scan.defect is not None:
+            hint = ("re-upload the shard; the members before this point are indexed"
+                    if scan.defect.kind == ErrorKind.truncated_tar else "re-create the shard with tv3s shards pack")
+            error(scan.defect.kind, str(scan.defect), hint, scan.defect.member)
     except StorageError as exc:
         out.errors.append(exc.record.model_copy(update={"stage": "index"}))
         return out
@@ -116,10 +118,14 @@ def _safe_members(members: Iterable[TarMember], error) -> Iterator[TarMember]:
             yield m
 
 
+def _key_of(name: str) -> str:
+    return (split_name(name) or (name, ""))[0]
+
+
 def _samples(members: Iterable[TarMember], error) -> Iterator[tuple[str, list[TarMember]]]:
     """Runs of consecutive members with one key (webdataset's grouping); a key seen again is a duplicate."""
     seen: set[str] = set()
-    for key, group in groupby(members, key=lambda m: (split_name(m.name) or (m.name, ""))[0]):
+    for key, group in groupby(members, key=lambda m: _key_of(m.name)):
         group = list(group)
         if split_name(group[0].name) is None:
             error(ErrorKind.unknown_member, "member name has no extension, so it is no part of a sample; ignored",

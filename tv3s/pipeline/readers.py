@@ -29,7 +29,7 @@ from ..schemas.errors import ErrorKind, InputError
 from .index import VideoRun
 from .samples import split_name, unsafe_name
 from .storage import Store, StorageError, redact_url
-from .tarscan import ChunkReader, TarDefect, iter_members
+from .tarscan import ChunkReader, MemberScan
 
 ErrorSink = Callable[[InputError], None]
 STREAM_CHUNK = 8 << 20
@@ -146,7 +146,8 @@ def stream_shard(url: str, store: Store, on_error: ErrorSink) -> Iterator[ShardS
     try:
         size = store.size(url)
         reader = ChunkReader(lambda s, e: store.read(url, s, e), size, STREAM_CHUNK)
-        named = ((m, split_name(m.name)) for m in iter_members(reader.read_at, size) if m.regular)
+        scan = MemberScan(reader.read_at, size)
+        named = ((m, split_name(m.name)) for m in scan if m.regular)
         for key, group in groupby(named, key=lambda pair: pair[1][0] if pair[1] else None):
             members = list(group)
             if key is None or any(unsafe_name(m.name) for m, _ in members):
@@ -156,10 +157,13 @@ def stream_shard(url: str, store: Store, on_error: ErrorSink) -> Iterator[ShardS
                                         message="member skipped: its name is unsafe or has no extension",
                                         hint="re-pack with relative member names KEY.ext"))
                 continue
+            if scan.cut_through(key, lambda name: (split_name(name) or (name, ""))[0]):
+                break  # reported below with the damage
             yield ShardSample(key, {ext: reader.read_at(m.offset, m.size) for m, (_, ext) in members})
-    except TarDefect as defect:
-        on_error(InputError(kind=defect.kind, stage="read", url=safe_url, member=defect.member, message=str(defect),
-                            hint="re-upload or re-create the shard; the samples before the damage were read"))
+        if scan.defect is not None:
+            on_error(InputError(kind=scan.defect.kind, stage="read", url=safe_url, member=scan.defect.member,
+                                message=str(scan.defect),
+                                hint="re-upload or re-create the shard; the samples before the damage were read"))
     except StorageError as exc:
         on_error(exc.record)
 

@@ -126,6 +126,29 @@ def iter_members(read_at: Callable[[int, int], bytes], size: int) -> Iterator[Ta
             pending_name = pending_size = None
 
 
+class MemberScan:
+    """`iter_members` where damage ends the iteration and is kept in `defect` instead of raised.
+
+    Consumers that group members into samples need the iteration to end cleanly: an
+    exception raised while looking ahead for the next key would lose the last intact
+    sample before the damage.
+    """
+
+    def __init__(self, read_at: Callable[[int, int], bytes], size: int):
+        self._read_at, self._size = read_at, size
+        self.defect: TarDefect | None = None
+
+    def cut_through(self, key: str, key_of: Callable[[str], str]) -> bool:
+        """True for the sample the damage cut through (its remaining members are lost with it)."""
+        return self.defect is not None and self.defect.member is not None and key_of(self.defect.member) == key
+
+    def __iter__(self) -> Iterator[TarMember]:
+        try:
+            yield from iter_members(self._read_at, self._size)
+        except TarDefect as defect:
+            self.defect = defect
+
+
 def _text(raw: bytes) -> str:
     return raw.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
 
