@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from ..schemas.errors import ErrorKind, InputError
 from ..schemas.index import INDEX_SCHEMA, INDEX_VERSION, VERSION_KEY, errors_table
-from .samples import DEFAULT_KEY_PATTERN, META_EXT, SampleError, identify, media_kind, parse_json, split_name, \
-    unsafe_name
+from .samples import DEFAULT_KEY_PATTERN, META_EXT, SampleError, identify, key_of, media_kind, parse_json, \
+    split_name, unsafe_name
 from .storage import Store, StorageError, redact_url
 from .tarscan import ChunkReader, MemberScan, TarMember
 
@@ -82,7 +82,7 @@ def index_shard(url: str, order: int, store: Store, key_pattern: str = DEFAULT_K
         reader = ChunkReader(lambda start, end: store.read(url, start, end), size, SCAN_CHUNK)
         scan = MemberScan(reader.read_at, size)
         for position, (key, group) in enumerate(_samples(_counted(_safe_members(scan, error), out), error)):
-            if scan.cut_through(key, _key_of):
+            if scan.cut_through(key, key_of):
                 break  # the truncated_tar record below covers it
             row = _sample_row(key, group, reader, key_pattern, error)
             if row is not None:
@@ -118,14 +118,10 @@ def _safe_members(members: Iterable[TarMember], error) -> Iterator[TarMember]:
             yield m
 
 
-def _key_of(name: str) -> str:
-    return (split_name(name) or (name, ""))[0]
-
-
 def _samples(members: Iterable[TarMember], error) -> Iterator[tuple[str, list[TarMember]]]:
     """Runs of consecutive members with one key (webdataset's grouping); a key seen again is a duplicate."""
     seen: set[str] = set()
-    for key, group in groupby(members, key=lambda m: _key_of(m.name)):
+    for key, group in groupby(members, key=lambda m: key_of(m.name)):
         group = list(group)
         if split_name(group[0].name) is None:
             error(ErrorKind.unknown_member, "member name has no extension, so it is no part of a sample; ignored",

@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..schemas.errors import ErrorKind, InputError
 from .index import VideoRun
-from .samples import split_name, unsafe_name
+from .samples import key_of, split_name, unsafe_name
 from .storage import Store, StorageError, redact_url
 from .tarscan import ChunkReader, MemberScan
 
@@ -157,7 +157,7 @@ def stream_shard(url: str, store: Store, on_error: ErrorSink) -> Iterator[ShardS
                                         message="member skipped: its name is unsafe or has no extension",
                                         hint="re-pack with relative member names KEY.ext"))
                 continue
-            if scan.cut_through(key, lambda name: (split_name(name) or (name, ""))[0]):
+            if scan.cut_through(key, key_of):
                 break  # reported below with the damage
             yield ShardSample(key, {ext: reader.read_at(m.offset, m.size) for m, (_, ext) in members})
         if scan.defect is not None:

@@ -59,6 +59,11 @@ def split_name(name: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2).lower()) if match else None
 
 
+def key_of(name: str) -> str:
+    """The sample key of a member name (the whole name when it has no extension)."""
+    return (split_name(name) or (name, ""))[0]
+
+
 def media_kind(ext: str) -> str | None:
     """'segment' for a video extension, 'frame' for an image one, None otherwise."""
     if ext in VIDEO_EXTS:
