@@ -94,3 +94,12 @@ def test_inconsistent_rows_are_refused():
         FrameRow(**{**data, "class_histogram": [1, 2, 3, 4, 5]})
     with pytest.raises(ValueError, match="warmup_frames"):
         FrameRow(**{**data, "temporal_state": "warmed_up", "state_reset_reason": None})
+
+
+def test_parts_compress_every_column_but_the_already_compressed_masks():
+    rows = video_rows(run_info(), "v", segments=1, per_segment=2)[0]
+    meta = pq.ParquetFile(io.BytesIO(encode_parquet(frames_table(rows)))).metadata.row_group(0)
+    columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert columns["mask_png"].compression == "UNCOMPRESSED" and not columns["mask_png"].is_stats_set
+    assert columns["class_histogram.list.element"].compression == "ZSTD"  # nested columns too
+    assert columns["video_id"].compression == "ZSTD" and columns["video_id"].is_stats_set

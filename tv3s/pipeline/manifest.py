@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -174,19 +175,30 @@ def _float32(value: float) -> float:
 def encode_parquet(table: pa.Table) -> bytes:
     """A Parquet file of `table`: zstd for the small columns; binary columns (PNG masks,
     already compressed) stored plain, without dictionary or min/max statistics."""
-    binary = [f.name for f in table.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
-    plain = [n for n in table.column_names if n not in binary]
+    compressed, plain = _leaf_columns(table.schema)
     rows_per_group = max(1, ROW_GROUP_BYTES * table.num_rows // max(table.nbytes, 1))
     sink = pa.BufferOutputStream()
     pq.write_table(
         table,
         sink,
         row_group_size=rows_per_group,
-        compression={**{n: "zstd" for n in plain}, **{n: "none" for n in binary}},
-        use_dictionary=plain,
-        write_statistics=plain,
+        compression={**{c: "zstd" for c in compressed}, **{c: "none" for c in plain}},
+        use_dictionary=compressed,
+        write_statistics=compressed,
     )
     return sink.getvalue().to_pybytes()
+
+
+@lru_cache(maxsize=16)
+def _leaf_columns(schema: pa.Schema) -> tuple[list[str], list[str]]:
+    """Parquet leaf column paths (nested ones are e.g. 'class_histogram.list.element', the
+    names per-column writer options need), split into (compressible, binary)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), sink)
+    leaves = pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema
+    paths = [leaves.column(i).path for i in range(len(leaves))]
+    binary = {f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)}
+    return [p for p in paths if p not in binary], [p for p in paths if p in binary]
 
 
 def safe_key(text: str) -> str:
