@@ -106,3 +106,16 @@ def test_vacuum_waits_for_the_grace_period(place):
     deleted = vacuum(output, grace_s=3600, now=max(f.modified for f in output.list("")) + 3601)
     assert {f.path for f in replaced} <= set(deleted)
     assert not [f for f in output.list("frames") if "/_compacted/" not in f.path]
+
+
+def test_the_command_line(tmp_path, job, capsys):
+    from tv3s.cli import main
+
+    output = Output(str(tmp_path / "out"))
+    write_job(output, RUN, job)
+    before = snapshot_of(output)
+    assert main(["compact", output.url, "--grace-minutes", "0", "--target-mb", "1"]) == 0
+    assert "into 3" in capsys.readouterr().out
+    assert snapshot_of(output) == before
+    assert main(["compact", output.url]) == 0
+    assert "nothing to merge" in capsys.readouterr().out

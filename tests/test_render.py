@@ -161,3 +161,16 @@ def test_published_class_sets_are_picked_by_size_unless_the_model_names_its_own(
     own = classes_for(19, [f"n{i}" for i in range(19)], [[i, i, i] for i in range(19)])
     assert own.names[3] == "n3" and own.palette[3] == (3, 3, 3)
     assert classes_for(19, [f"class_{i}" for i in range(19)]) is CITYSCAPES  # placeholder names carry nothing
+
+
+def test_the_command_line(output, tmp_path, capsys):
+    from tv3s.cli import main
+
+    out, _, _ = output
+    sheet = tmp_path / "review.png"
+    assert main(["render", out.url, "--lowest-confidence", "3", "--out", str(sheet), "--masks-only"]) == 0
+    assert Image.open(sheet).size[0] == 3 * W + LEGEND_WIDTH
+    assert main(["render", out.url, "--video", "clip", "--out", str(tmp_path / "c.gif"), "--frames", "0:1"]) == 0
+    assert "(2 frames)" in capsys.readouterr().out
+    assert main(["render", out.url, "--out", str(sheet)]) == 2
+    assert "pass --video ID" in capsys.readouterr().err
