@@ -91,3 +91,14 @@ def test_train_writes_loadable_checkpoints_and_resumes(tmp_path, shards):
     train(tiny_model(), sampler.batch, TrainConfig(**{**cfg.__dict__, "iterations": 5}), tmp_path, progress=False)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in log] == [1, 2, 3, 4, 5]
+
+
+def test_training_after_inference_in_the_same_process():
+    """Cached window index maps first built under inference_mode must not poison training."""
+    model = tiny_model()
+    frames = np.random.default_rng(0).integers(0, 256, (1, 40, 40, 3), dtype=np.uint8)
+    model.predict_stream(frames)  # builds the cached index maps inside inference_mode
+    model.train()
+    clip = torch.from_numpy(np.stack([frames.repeat(4, axis=0)]))
+    loss = clip_loss(model, clip, torch.zeros(1, 4, 40, 40, dtype=torch.uint8), "last")
+    loss.backward()

@@ -69,7 +69,16 @@ def _merge_by_length(pieces: list[torch.Tensor | None]) -> tuple[torch.Tensor, .
 
 @functools.lru_cache(maxsize=64)
 def layer_groups(geom: WindowGeometry, shifted: bool) -> tuple[torch.Tensor, ...]:
-    """Index groups (each [n, L], int64, CPU) covering every grid token exactly once."""
+    """Index groups (each [n, L], int64, CPU) covering every grid token exactly once.
+
+    Built outside inference mode even when first asked for inside it: the cache outlives
+    the call, and inference tensors could not be used by a later training step.
+    """
+    with torch.inference_mode(False):
+        return _build_groups(geom, shifted)
+
+
+def _build_groups(geom: WindowGeometry, shifted: bool) -> tuple[torch.Tensor, ...]:
     H, W, wh, ww, s = geom.height, geom.width, geom.window_h, geom.window_w, geom.shift
     grid = torch.arange(H * W).reshape(H, W)
     if not shifted:
