@@ -9,19 +9,12 @@ from __future__ import annotations
 import argparse
 
 from ..pipeline.commit import Output
+from .store_args import add_endpoint_argument, storage_options
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", metavar="OUTPUT", help="output location of a job: a folder or s3://bucket/prefix")
-    parser.add_argument(
-        "--endpoint-url",
-        metavar="URL",
-        help="S3-compatible endpoint (MinIO, Ceph, ...); default: AWS_ENDPOINT_URL or AWS",
-    )
-
-
-def storage_options(args: argparse.Namespace) -> dict:
-    return {"client_kwargs": {"endpoint_url": args.endpoint_url}} if args.endpoint_url else {}
+    add_endpoint_argument(parser)
 
 
 def open_output(args: argparse.Namespace) -> Output:

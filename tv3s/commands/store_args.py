@@ -11,16 +11,24 @@ import argparse
 from ..pipeline.storage import RetryPolicy, Store
 
 
-def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+def add_endpoint_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint-url", metavar="URL",
                         help="S3-compatible endpoint (MinIO, Ceph, ...); default: AWS_ENDPOINT_URL or AWS")
+
+
+def storage_options(args: argparse.Namespace) -> dict:
+    """fsspec options from --endpoint-url (credentials come from the usual places, never options)."""
+    return {"client_kwargs": {"endpoint_url": args.endpoint_url}} if args.endpoint_url else {}
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    add_endpoint_argument(parser)
     parser.add_argument("--retries", type=int, default=RetryPolicy.attempts, metavar="N",
                         help=f"attempts per request on transient errors (default {RetryPolicy.attempts})")
 
 
 def store_from_args(args: argparse.Namespace) -> Store:
-    options = {"client_kwargs": {"endpoint_url": args.endpoint_url}} if args.endpoint_url else {}
-    return Store(options, RetryPolicy(attempts=max(1, args.retries)))
+    return Store(storage_options(args), RetryPolicy(attempts=max(1, args.retries)))
 
 
 def error_summary(errors) -> str:
