@@ -113,6 +113,17 @@ def test_segment_reports_bad_input(tmp_path, preset, capsys):
     assert "broken.mp4" in capsys.readouterr().err
 
 
+def test_demo_uses_the_shipped_checkpoint(tmp_path):
+    from tv3s import DEMO_CHECKPOINT
+
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--frames", "2", "--height", "64", "--width", "96", "--device", "cpu"])
+    assert code == 0
+    summary = read_summary(out)
+    assert summary["random_weights"] is False and summary["classes"] == 19
+    assert summary["checkpoint"] == str(DEMO_CHECKPOINT)
+
+
 def test_demo(tmp_path, preset, capsys):
     out = tmp_path / "demo"
     code = main(
@@ -120,6 +131,7 @@ def test_demo(tmp_path, preset, capsys):
             "demo",
             "--out",
             str(out),
+            "--random-weights",
             "--preset",
             str(preset),
             "--frames",

@@ -24,7 +24,7 @@ USED_CLASSES = (ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, TERRAIN, SKY, PERSON
 CAMERA_HEIGHT = 1.5
 ROAD_HALF = 7.0  # two lanes each way
 SIDEWALK_WIDTH = 3.0
-FACADE_X = ROAD_HALF + SIDEWALK_WIDTH + 0.5
+FACADE_X = ROAD_HALF + SIDEWALK_WIDTH + 3.0  # a strip of lawn (terrain) before the facades
 _GROUND_LABELS = np.array([ROAD, SIDEWALK, TERRAIN], np.uint8)
 _GROUND_COLOURS = np.array([(90, 90, 96), (175, 160, 150), (95, 150, 70)], np.float32)
 
@@ -62,11 +62,11 @@ def _scene(rng: np.random.Generator, num_frames: int) -> dict:
     for _ in range(rng.integers(3, 8)):  # pedestrians walking on the sidewalks
         side = rng.choice([-1, 1])
         boxes.append(_Box(float(side * rng.uniform(ROAD_HALF + 0.6, ROAD_HALF + SIDEWALK_WIDTH - 0.4)),
-                          float(rng.uniform(5, length * 0.7)), 0.6, 1.75, float(rng.uniform(-0.15, 0.15)),
+                          float(rng.uniform(5, length * 0.7)), 0.7, 1.8, float(rng.uniform(-0.15, 0.15)),
                           tuple(int(c) for c in rng.integers(20, 250, 3)), PERSON))
     for z in np.arange(rng.uniform(3, 15), length, rng.uniform(18, 30)):  # poles at the kerb
         for side in (-1, 1):
-            boxes.append(_Box(side * (ROAD_HALF + 0.3), float(z), 0.25, 5.0, 0.0, (120, 120, 125), POLE))
+            boxes.append(_Box(side * (ROAD_HALF + 0.3), float(z), 0.35, 5.0, 0.0, (120, 120, 125), POLE))
     return {
         "sides": sides,
         "boxes": boxes,
