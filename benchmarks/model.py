@@ -17,6 +17,7 @@ Weights are random: cost does not depend on them.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import numpy as np
@@ -24,6 +25,8 @@ import torch
 
 from tv3s.model import build_model, official_clip
 from tv3s.model.ssm import selective_scan, selective_scan_reference
+
+print = functools.partial(print, flush=True)  # noqa: A001 - partial results survive a timeout
 
 
 def timed(fn, repeat: int = 1) -> float:
