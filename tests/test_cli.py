@@ -18,10 +18,9 @@ from tv3s.pipeline.frames import generate_demo_clip
 from tv3s.pipeline.masks import decode_mask_png
 from tv3s.pipeline.video_write import write_video
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from .conftest import FIXTURES
 SMALL = FIXTURES / "tv3s-parity-small"
 
-pytestmark = pytest.mark.skipif(not SMALL.is_dir(), reason=f"fixture {SMALL} is not available")
 
 
 @pytest.fixture(scope="module")

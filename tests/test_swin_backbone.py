@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from tv3s.model.config import SWIN_VARIANTS
 from tv3s.model.swin import SwinBackbone
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from .conftest import FIXTURES
+
 SWIN_FIXTURE = FIXTURES / "tv3s-parity-swin-small"
 CHECKPOINT = SWIN_FIXTURE / "checkpoint.pth"
 
-needs_fixture = pytest.mark.skipif(not CHECKPOINT.is_file(), reason=f"fixture missing: {CHECKPOINT}")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -172,7 +172,6 @@ def assert_matches_reference(model: SwinBackbone, x: torch.Tensor, depths, num_h
 # --------------------------------------------------------------------------- tests
 
 
-@needs_fixture
 def test_fixture_checkpoint_loads_strict_and_shapes(swin_t: SwinBackbone) -> None:
     assert swin_t.out_channels == (96, 192, 384, 768)
     x = torch.randn(2, 3, 192, 256)
@@ -182,7 +181,6 @@ def test_fixture_checkpoint_loads_strict_and_shapes(swin_t: SwinBackbone) -> Non
     assert all(o.dtype == torch.float32 and torch.isfinite(o).all() for o in outs)
 
 
-@needs_fixture
 def test_state_dict_layout_and_relative_position_index(fixture_backbone_state) -> None:
     fresh = SwinBackbone()
     sd = fresh.state_dict()
@@ -196,7 +194,6 @@ def test_state_dict_layout_and_relative_position_index(fixture_backbone_state) -
     assert "layers.0.blocks.0.attn.relative_position_index" not in dict(fresh.named_parameters())
 
 
-@needs_fixture
 def test_fixture_weights_match_reference(swin_t: SwinBackbone) -> None:
     # 100x132 -> token grids 25x33, 13x17, 7x9, 4x5: every stage is padded, the last is smaller than a window.
     torch.manual_seed(0)
@@ -285,7 +282,6 @@ def test_parameter_count(name: str, expected: int) -> None:
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
-@needs_fixture
 def test_fixture_parameter_count(fixture_backbone_state) -> None:
     n = sum(v.numel() for k, v in fixture_backbone_state.items() if not k.endswith("relative_position_index"))
     assert n == 27_520_698

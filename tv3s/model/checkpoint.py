@@ -71,11 +71,14 @@ def _names(keys: list[str], limit: int = 8) -> str:
 def load_checkpoint(model: TV3S, path: str | os.PathLike | bytes) -> TV3S:
     """Load official weights into ``model`` with a strict key and shape check; returns the model.
 
-    Weights are cast to the model's floating dtype (official files are often fp16); integer
-    buffers keep their type. Class names and palette come from the checkpoint's meta.
+    Weights are cast to the model's dtypes (official files are often fp16). Class names and
+    palette come from the checkpoint's meta.
     """
     state, meta, digest = read_checkpoint(path)
-    where = "<bytes>" if isinstance(path, (bytes, bytearray)) else str(path)
+    return _apply(model, state, meta, digest, "<bytes>" if isinstance(path, (bytes, bytearray)) else str(path))
+
+
+def _apply(model: TV3S, state: dict[str, torch.Tensor], meta: dict[str, Any], digest: str, where: str) -> TV3S:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -94,11 +97,7 @@ def load_checkpoint(model: TV3S, path: str | os.PathLike | bytes) -> TV3S:
             f"({model.num_classes} classes): " + "; ".join(parts)
             + ". Build the model from the checkpoint itself with build_model_from_checkpoint(path)."
         )
-    converted = {}
-    for k, v in state.items():
-        target = own[k]
-        converted[k] = v.to(dtype=target.dtype) if v.is_floating_point() else v.to(dtype=target.dtype)
-    model.load_state_dict(converted, strict=True)
+    model.load_state_dict({k: v.to(dtype=own[k].dtype) for k, v in state.items()}, strict=True)
     names, palette = _meta_classes(meta, model.num_classes, where)
     model.cfg = dataclasses.replace(model.cfg, class_names=names or model.cfg.class_names, palette=palette or model.cfg.palette)
     model.checkpoint_sha256 = digest
@@ -224,6 +223,6 @@ def _config_value(text: str, pattern: str) -> str | None:
 
 def build_model_from_checkpoint(path: str | os.PathLike | bytes, head_variant: str | None = None) -> TV3S:
     """Build the architecture a checkpoint was saved from and load it (strict)."""
-    state, meta, _ = read_checkpoint(path)
+    state, meta, digest = read_checkpoint(path)
     model = TV3S(infer_config(state, meta, head_variant))
-    return load_checkpoint(model, path)
+    return _apply(model, state, meta, digest, "<bytes>" if isinstance(path, (bytes, bytearray)) else str(path))

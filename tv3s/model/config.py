@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..schemas.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from .mit import MIT_VARIANTS, MiTConfig
 
 HEAD_VARIANTS = ("TV3SHead_shift", "TV3SHead_shift_city")
@@ -254,15 +255,6 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)
-CITYSCAPES_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)
 # The small model the repository ships trained on synthetic scenes (tv3s train; see README):
 # MiT-B0 with a reduced head (width 64, 4 Mamba blocks), Cityscapes' 19 classes.
 PRESETS["tv3s-demo"] = ModelConfig(

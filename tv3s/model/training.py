@@ -25,7 +25,6 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .. import __version__
-from .checkpoint import read_checkpoint
 from .segmentor import MEAN, STD, TV3S
 
 IGNORE_INDEX = 255
@@ -132,9 +131,9 @@ def train(
     latest = out_dir / "latest.pth"
     log_path = out_dir / "log.jsonl"
     if resume and latest.exists():
-        state, meta, _ = read_checkpoint(latest)
-        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
-        full = torch.load(latest, map_location="cpu", weights_only=True)
+        full = torch.load(latest, map_location="cpu", weights_only=True)  # our own file: one read
+        own = model.state_dict()
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in full["state_dict"].items()})
         optimizer.load_state_dict(full["optimizer"])
         start = int(full["iteration"])
     elif log_path.exists():
