@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import io
+import tarfile
+import tempfile
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from PIL import Image
 
 from tv3s.pipeline.commit import Output
 from tv3s.pipeline.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler
+from tv3s.pipeline.masks import decode_mask_png
+from tv3s.pipeline.video_write import write_video
 from tv3s.schemas.classes import generic_classes
 from tv3s.schemas.errors import ErrorKind, InputError
 from tv3s.schemas.manifest import FrameRow, ResetReason, TemporalState
@@ -138,3 +145,66 @@ def sorted_rows(table: pa.Table) -> list[dict]:
     rows = table.to_pylist()
     keys = ("job_id", "video_id", "frame_index", "kind", "url")
     return sorted(rows, key=lambda r: tuple(str(r.get(k)) for k in keys))
+
+
+# --- an output over real source files (render, export) -------------------------------------
+
+SCENE_H, SCENE_W, SCENE_FRAMES = 48, 64, 6
+
+
+def scene(t: int) -> tuple[np.ndarray, torch.Tensor]:
+    """A frame (grey gradient) and logits: class 0 left, class 2 right, class 4 a box moving right;
+    later frames are less sure (smaller logits), so the last is the least confident."""
+    h, w = SCENE_H, SCENE_W
+    frame = np.zeros((h, w, 3), np.uint8)
+    frame[..., 0] = np.linspace(40, 200, w, dtype=np.uint8)[None]
+    frame[..., 1] = 90
+    logits = torch.zeros(5, h // 4, w // 4)
+    logits[0, :, : w // 8] = 1
+    logits[2, :, w // 8 :] = 1
+    logits[4, 4:8, t : t + 4] = 2
+    return frame, logits * (6.0 - t)
+
+
+def scene_frames() -> list[np.ndarray]:
+    return [scene(t)[0] for t in range(SCENE_FRAMES)]
+
+
+def scene_sources() -> dict[str, bytes]:
+    """The scene as an H.264 ``clip.mp4`` and as ``shard.tar`` of PNG frames ``still/NNNNNN.png``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clip.mp4"
+        write_video(path, scene_frames(), fps=5)
+        sources = {"clip.mp4": path.read_bytes()}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for t, frame in enumerate(scene_frames()):
+            png = io.BytesIO()
+            Image.fromarray(frame).save(png, format="PNG")
+            info = tarfile.TarInfo(f"still/{t:06d}.png")
+            info.size = len(png.getvalue())
+            tar.addfile(info, io.BytesIO(png.getvalue()))
+    sources["shard.tar"] = buf.getvalue()
+    return sources
+
+
+def commit_scene_output(out: Output, run: RunInfo, urls: dict[str, str]) -> dict[str, dict[int, np.ndarray]]:
+    """Label videos 'clip' (urls['clip.mp4']) and 'still' (urls['shard.tar']) into `out`; their masks."""
+    writer = ManifestWriter(out, run)
+    masks: dict[str, dict[int, np.ndarray]] = {}
+    for video_id in ("clip", "still"):
+        labeler = VideoLabeler(run)
+        rows = []
+        for t in range(SCENE_FRAMES):
+            source = FrameSource(
+                video_id=video_id, segment_index=0, frame_index=t, width=SCENE_W, height=SCENE_H,
+                source_url=urls["clip.mp4" if video_id == "clip" else "shard.tar"],
+                source_member=None if video_id == "clip" else f"still/{t:06d}.png",
+                source_frame_index=t if video_id == "clip" else 0,
+                temporal_state=TemporalState.reset if t == 0 else TemporalState.carried,
+                state_reset_reason=ResetReason.video_start if t == 0 else None,
+            )
+            rows.append(labeler.label(scene(t)[1], source)[0])
+        writer.commit_segments(video_id, 0, 0, rows, segments_expected=1)
+        masks[video_id] = {r.frame_index: decode_mask_png(r.mask_png) for r in rows}
+    return masks

@@ -1,7 +1,6 @@
 """Loading official checkpoints: strict, weights-only, clear errors."""
 from __future__ import annotations
 
-import io
 import pickle
 
 import pytest

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 
 import av
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tv3s.pipeline.commit import Output
-from tv3s.pipeline.manifest import FrameSource, ManifestWriter, VideoLabeler
-from tv3s.pipeline.masks import colorize, decode_mask_png, overlay
+from tv3s.pipeline.masks import colorize, overlay
 from tv3s.pipeline.query import connect
 from tv3s.pipeline.render import (
     CAPTION_HEIGHT,
@@ -24,59 +20,33 @@ from tv3s.pipeline.render import (
     render_lowest_confidence,
     render_video,
 )
-from tv3s.pipeline.video_write import write_video
 from tv3s.schemas.classes import CITYSCAPES, VSPW, classes_for
-from tv3s.schemas.manifest import ResetReason, TemporalState
 
-from .manifest_data import run_info
+from .manifest_data import (
+    SCENE_FRAMES,
+    SCENE_H,
+    SCENE_W,
+    commit_scene_output,
+    run_info,
+    scene_frames,
+    scene_sources,
+)
 
-H, W, N = 48, 64, 6
+H, W, N = SCENE_H, SCENE_W, SCENE_FRAMES
 RUN = run_info()
-
-
-def scene(t: int) -> tuple[np.ndarray, torch.Tensor]:
-    """A frame (grey gradient) and logits: class 0 left, class 2 right, class 4 a box moving right;
-    later frames are less sure (smaller logits), so the last is the least confident."""
-    frame = np.zeros((H, W, 3), np.uint8)
-    frame[..., 0] = np.linspace(40, 200, W, dtype=np.uint8)[None]
-    frame[..., 1] = 90
-    logits = torch.zeros(5, H // 4, W // 4)
-    logits[0, :, : W // 8] = 1
-    logits[2, :, W // 8 :] = 1
-    logits[4, 4:8, t : t + 4] = 2
-    return frame, logits * (6.0 - t)
 
 
 @pytest.fixture(scope="module")
 def output(tmp_path_factory):
     """A committed output over two real sources: an .mp4 file and a tar shard of PNG frames."""
     root = tmp_path_factory.mktemp("render")
-    frames = [scene(t)[0] for t in range(N)]
-    write_video(root / "clip.mp4", frames, fps=5)
-    with tarfile.open(root / "shard.tar", "w") as tar:
-        for t, frame in enumerate(frames):
-            buf = io.BytesIO()
-            Image.fromarray(frame).save(buf, format="PNG")
-            info = tarfile.TarInfo(f"still/{t:06d}.png")
-            info.size = len(buf.getvalue())
-            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    urls = {}
+    for name, data in scene_sources().items():
+        (root / name).write_bytes(data)
+        urls[name] = str(root / name)
     out = Output(str(root / "out"))
-    writer = ManifestWriter(out, RUN)
-    for video_id in ("clip", "still"):
-        labeler = VideoLabeler(RUN)
-        rows = []
-        for t in range(N):
-            source = FrameSource(
-                video_id=video_id, segment_index=0, frame_index=t, width=W, height=H,
-                source_url=str(root / ("clip.mp4" if video_id == "clip" else "shard.tar")),
-                source_member=None if video_id == "clip" else f"still/{t:06d}.png",
-                source_frame_index=t if video_id == "clip" else 0,
-                temporal_state=TemporalState.reset if t == 0 else TemporalState.carried,
-                state_reset_reason=ResetReason.video_start if t == 0 else None,
-            )
-            rows.append(labeler.label(scene(t)[1], source)[0])
-        writer.commit_segments(video_id, 0, 0, rows, segments_expected=1)
-    return out, frames, {r.frame_index: decode_mask_png(r.mask_png) for r in rows}
+    masks = commit_scene_output(out, RUN, urls)
+    return out, scene_frames(), masks["still"]
 
 
 def tile(sheet: np.ndarray, k: int, columns: int = 4) -> np.ndarray:

@@ -10,7 +10,6 @@ not" along each axis. It shares no code with the module.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch

@@ -139,7 +139,9 @@ def _mix_windows(
         idx = idx.to(tokens.device)
         seq = tokens[:, :, idx].permute(0, 2, 1, 3, 4).reshape(b * n, t * length, c)
         y, st = mixer(seq, None if state is None else state[g], backend)
-        out[:, :, idx.reshape(-1)] = y.reshape(b, n, t, length, c).permute(0, 2, 1, 3, 4).reshape(b, t, n * length, c)
+        out[:, :, idx.reshape(-1)] = (
+            y.reshape(b, n, t, length, c).permute(0, 2, 1, 3, 4).reshape(b, t, n * length, c).to(out.dtype)
+        )
         new_state.append(st)
     return out, new_state
 

@@ -42,14 +42,14 @@ def connect(output: Output) -> duckdb.DuckDBPyConnection:
     for name, schema in TABLES.items():
         files = [output.uri(f.path) for f in view.table_files(name)]
         if files:
-            listing = ", ".join(_literal(f) for f in files)
+            listing = ", ".join(sql_literal(f) for f in files)
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
             allowed += files
         else:  # no part yet: an empty table of the right columns, so queries still bind
             con.register("_empty", schema.empty_table())
             con.execute(f"CREATE TABLE {name} AS SELECT * FROM _empty")
             con.unregister("_empty")
-    con.execute(f"SET allowed_paths = [{', '.join(_literal(f) for f in allowed)}]")
+    con.execute(f"SET allowed_paths = [{', '.join(sql_literal(f) for f in allowed)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -161,5 +161,5 @@ def _cell(value: object, max_width: int) -> str:
     return text if len(text) <= max_width else text[: max_width - 3] + "..."
 
 
-def _literal(text: str) -> str:
+def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"

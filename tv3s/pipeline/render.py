@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..schemas.classes import DATASETS, ClassSet, classes_for
 from .masks import colorize, decode_mask_png, overlay
 from .source_frames import FrameRef, read_frames
+from .storage import Store
 from .video_write import write_video
 
 SUFFIXES = (".mp4", ".gif", ".png")
@@ -233,7 +234,8 @@ def _with_sources(records: Iterable[dict], options: RenderOptions) -> Iterator[t
             pending.append(record)
             yield FrameRef(record["source_url"], record["source_member"], record["source_frame_index"])
 
-    for frame in read_frames(refs(), options.storage_options):
+    store = Store(options.storage_options or {})
+    for frame in read_frames(refs(), store, "render with --masks-only to draw the masks without it"):
         yield pending.pop(0), frame
 
 

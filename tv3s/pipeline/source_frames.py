@@ -1,25 +1,27 @@
 """Re-read source frames by the reference a frames row keeps (URL, tar member, position).
 
-Rendering overlays needs the pixels the masks were computed from, and the manifest only
-stores where they are. This is a deliberately small reader (a video or image file at
-any fsspec URL, or a video or image member of a tar shard) until the data plane's
-readers (tv3s.pipeline.readers) offer the same by-reference access; then it should go.
+Rendering overlays and exporting training shards need the pixels the masks were computed
+from, and the manifest only stores where they are. Bytes come through `Store` (retries,
+ranged reads): a tar member is located by walking the shard's headers (`tarscan`, a few
+large requests, no member data fetched) and then read with one ranged request. Decoding
+is the data plane's (`readers.decode_video` / `decode_image`), so a frame re-read here is
+the frame the model saw.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import tarfile
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import av
-import fsspec
 import numpy as np
-from PIL import Image
+
+from .readers import DecodeError, decode_image, decode_video
+from .storage import Store, StorageError, redact_url
+from .tarscan import ChunkReader, TarDefect, TarMember, iter_members
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SHARD_MAPS_KEPT = 8  # member maps of recently used shards (a map is a few KB per thousand members)
 
 
 class SourceError(OSError):
@@ -33,88 +35,97 @@ class FrameRef:
     index: int  # position inside the file or member (decode order; 0 for an image)
 
 
-def read_frames(refs: Iterable[FrameRef], storage_options: dict | None = None) -> Iterator[np.ndarray]:
-    """RGB uint8 [H, W, 3] frames for `refs`, in order, pulling one reference at a time.
+class SourceReader:
+    """Frames by reference, in order, pulling one reference at a time.
 
     A video stays open while the references walk forward through it, so consecutive
-    frames cost one decoding pass; a jump back or to another file reopens.
+    frames cost one decoding pass; a jump back or to another file reopens. `hint` ends
+    every error message: what the caller's user can do instead (e.g. a --masks-only flag).
     """
-    source: _Source | None = None
-    try:
+
+    def __init__(self, store: Store, hint: str = "restore the source or re-run the job on a copy that exists") -> None:
+        self.store, self.hint = store, hint
+        self._maps: OrderedDict[str, dict[str, TarMember]] = OrderedDict()
+        self._open: tuple[str, str | None] | None = None
+        self._frames: Iterator[np.ndarray] | None = None
+        self._image: np.ndarray | None = None
+        self._position = -1
+        self._last: np.ndarray | None = None
+
+    def read(self, refs: Iterable[FrameRef]) -> Iterator[np.ndarray]:
         for ref in refs:
-            if source is None or not source.serves(ref):
-                if source is not None:
-                    source.close()
-                source = _Source(ref.url, ref.member, storage_options or {})
-            yield source.frame(ref.index)
-    finally:
-        if source is not None:
-            source.close()
+            yield self.frame(ref)
 
-
-class _Source:
-    """One open file or tar member, decoded forward on demand."""
-
-    def __init__(self, url: str, member: str | None, storage_options: dict) -> None:
-        self.url, self.member = url, member
-        self.name = url if member is None else f"{url}::{member}"
-        self.stack = contextlib.ExitStack()
-        self.position = -1
-        self.last: np.ndarray | None = None
+    def frame(self, ref: FrameRef) -> np.ndarray:
+        """RGB uint8 [H, W, 3] of one reference; raises SourceError naming it."""
+        name = _name(ref)
+        if (ref.url, ref.member) != self._open or (self._image is None and ref.index < self._position):
+            self._reopen(ref, name)
+        if self._image is not None:
+            if ref.index != 0:
+                raise SourceError(f"{name} is an image: it has frame 0 only, not {ref.index}; {self.hint}")
+            return self._image
         try:
-            handle = self.stack.enter_context(fsspec.open(url, "rb", **storage_options))
-        except FileNotFoundError as exc:
-            self.close()
-            raise SourceError(f"source {url} is gone ({exc}); render with --masks-only, or restore it") from exc
-        if member is not None:
-            handle = self._member(handle)
-        self.image: np.ndarray | None = None
-        self.frames: Iterator[av.VideoFrame] | None = None
-        if self.name.lower().endswith(IMAGE_SUFFIXES):
-            with Image.open(io.BytesIO(handle.read())) as img:
-                self.image = np.asarray(img.convert("RGB"))
-        else:
-            try:
-                container = self.stack.enter_context(av.open(handle, mode="r"))
-            except av.FFmpegError as exc:
-                self.close()
-                raise SourceError(f"cannot decode {self.name} ({exc}); render with --masks-only") from exc
-            self.frames = iter(container.decode(video=0))
-
-    def _member(self, handle) -> object:
-        try:
-            tar = self.stack.enter_context(tarfile.open(fileobj=handle, mode="r:*"))
-            extracted = tar.extractfile(self.member)
-        except (tarfile.TarError, KeyError) as exc:
-            self.close()
-            raise SourceError(
-                f"cannot read member {self.member} of {self.url} ({exc}); render with --masks-only"
-            ) from exc
-        if extracted is None:
-            self.close()
-            raise SourceError(f"member {self.member} of {self.url} is not a regular file")
-        return extracted
-
-    def serves(self, ref: FrameRef) -> bool:
-        same = (ref.url, ref.member) == (self.url, self.member)
-        return same and (self.image is not None or ref.index >= self.position)
-
-    def frame(self, index: int) -> np.ndarray:
-        if self.image is not None:
-            if index != 0:
-                raise SourceError(f"{self.name} is an image: it has frame 0 only, not {index}")
-            return self.image
-        try:
-            while self.position < index:
-                frame = next(self.frames, None)
+            while self._position < ref.index:
+                frame = next(self._frames, None)
                 if frame is None:
-                    raise SourceError(f"{self.name} ends before frame {index}; render with --masks-only")
-                self.position += 1
-                if self.position == index:
-                    self.last = frame.to_ndarray(format="rgb24")
-        except av.FFmpegError as exc:
-            raise SourceError(f"cannot decode frame {index} of {self.name} ({exc}); render with --masks-only") from exc
-        return self.last
+                    raise SourceError(f"{name} ends before frame {ref.index}; {self.hint}")
+                self._position += 1
+                self._last = frame
+        except DecodeError as exc:
+            self._open = None
+            raise SourceError(f"cannot decode frame {ref.index} of {name} ({exc}); {self.hint}") from exc
+        return self._last
 
-    def close(self) -> None:
-        self.stack.close()
+    def _reopen(self, ref: FrameRef, name: str) -> None:
+        self._open, self._frames, self._image, self._position, self._last = None, None, None, -1, None
+        data = self._bytes(ref, name)
+        target = ref.member if ref.member is not None else ref.url
+        if target.lower().endswith(IMAGE_SUFFIXES):
+            try:
+                self._image = decode_image(data).rgb
+            except DecodeError as exc:
+                raise SourceError(f"cannot decode {name} ({exc}); {self.hint}") from exc
+        else:
+            self._frames = decode_video(data)
+        self._open = (ref.url, ref.member)
+
+    def _bytes(self, ref: FrameRef, name: str) -> bytes:
+        try:
+            if ref.member is None:
+                return self.store.read_all(ref.url)
+            member = self._members(ref.url).get(ref.member)
+            if member is None or not member.regular:
+                raise SourceError(f"{name}: the shard has no such regular member any more; {self.hint}")
+            return self.store.read(ref.url, member.offset, member.offset + member.size)
+        except StorageError as exc:
+            raise SourceError(f"cannot read {name} ({exc}); {self.hint}") from exc
+        except FileNotFoundError as exc:
+            raise SourceError(f"source {redact_url(ref.url)} is gone ({exc}); {self.hint}") from exc
+
+    def _members(self, url: str) -> dict[str, TarMember]:
+        if url in self._maps:
+            self._maps.move_to_end(url)
+            return self._maps[url]
+        size = self.store.size(url)
+        reader = ChunkReader(lambda start, end: self.store.read(url, start, end), size)
+        members: dict[str, TarMember] = {}
+        try:
+            for member in iter_members(reader.read_at, size):
+                members[member.name] = member
+        except TarDefect:
+            pass  # members before the damage are intact and readable; a later one is reported missing
+        self._maps[url] = members
+        if len(self._maps) > SHARD_MAPS_KEPT:
+            self._maps.popitem(last=False)
+        return members
+
+
+def read_frames(refs: Iterable[FrameRef], store: Store, hint: str) -> Iterator[np.ndarray]:
+    """RGB uint8 [H, W, 3] frames for `refs`, in order (see SourceReader)."""
+    return SourceReader(store, hint).read(refs)
+
+
+def _name(ref: FrameRef) -> str:
+    url = redact_url(ref.url)
+    return url if ref.member is None else f"{url}::{ref.member}"
