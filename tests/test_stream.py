@@ -92,3 +92,14 @@ def test_state_bytes_carry_identity(small_model):
     assert back.weights_digest == small_model.weights_digest()
     assert back.model_fingerprint == small_model.cfg.fingerprint()
     assert len(back.layers) == small_model.cfg.head.n_mambas
+
+
+def test_bf16_autocast_runs_and_keeps_the_state_in_fp32(small_model):
+    """Mixed precision (as jobs run it on GPUs) must not break the windowed scatter, and the
+    carried SSM state stays fp32 (the scan runs in fp32, as mamba-ssm's kernels do)."""
+    frames = fixture_frames("tv3s-parity-small")[:4]
+    reference, _ = small_model.predict_stream(frames)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, state = small_model.predict_stream(frames)
+    assert {st.ssm.dtype for groups in state.layers for st in groups} == {torch.float32}
+    assert (logits.argmax(1) == reference.argmax(1)).mean() > 0.95
