@@ -53,29 +53,52 @@ def predict_chunks(model: VideoModel, chunks: Iterable[np.ndarray], mode: str) -
     return _clip(model, chunks)
 
 
+class ClipHistory(NamedTuple):
+    """Clip mode's carried context: the last <= CLIP_HISTORY frames before the next chunk, and
+    the (run-relative) video index of the next chunk's first frame."""
+
+    frames: np.ndarray | None
+    start: int
+
+
+def predict_step(model: VideoModel, frames: np.ndarray, mode: str, carried: object = None) -> tuple[Chunk, object]:
+    """Predict one chunk given what the chunks before it left (None at the start of a video).
+
+    Returns the chunk and what to pass with the next one: the StreamState in stream mode,
+    a ClipHistory in clip mode. Both are plain values, so a caller can checkpoint them.
+    """
+    if mode == "stream":
+        logits, state = model.predict_stream(frames, state=carried)
+        return Chunk(frames, logits), state
+    if mode != "clip":
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    history = carried if carried is not None else ClipHistory(None, 0)
+    buffer = frames if history.frames is None else np.concatenate([history.frames, frames])
+    kept = len(buffer) - len(frames)
+    offset = history.start - kept
+    logits = model.predict_clip(buffer, targets=list(range(kept, len(buffer))), offset=offset)
+    missing = [i for i in range(kept, len(buffer)) if not model.clip_has_prediction(offset + i)]
+    if missing:  # early frames only, so the buffer starts at video frame 0 (offset == 0)
+        streamed, _ = model.predict_stream(buffer[: max(missing) + 1])
+        for i in missing:
+            logits[i - kept] = streamed[i]
+    # a copy, so the old buffer can be freed
+    return Chunk(frames, logits, tuple(offset + i for i in missing)), ClipHistory(
+        buffer[-CLIP_HISTORY:].copy(), history.start + len(frames))
+
+
 def _stream(model: VideoModel, chunks: Iterable[np.ndarray]) -> Iterator[Chunk]:
     state = None
     for frames in chunks:
-        logits, state = model.predict_stream(frames, state=state)
-        yield Chunk(frames, logits)
+        chunk, state = predict_step(model, frames, "stream", state)
+        yield chunk
 
 
 def _clip(model: VideoModel, chunks: Iterable[np.ndarray]) -> Iterator[Chunk]:
-    history = None  # the last <= CLIP_HISTORY frames before the current chunk
-    start = 0  # video index of the chunk's first frame
+    history = None
     for frames in chunks:
-        buffer = frames if history is None else np.concatenate([history, frames])
-        kept = len(buffer) - len(frames)
-        offset = start - kept
-        logits = model.predict_clip(buffer, targets=list(range(kept, len(buffer))), offset=offset)
-        missing = [i for i in range(kept, len(buffer)) if not model.clip_has_prediction(offset + i)]
-        if missing:  # early frames only, so the buffer starts at video frame 0 (offset == 0)
-            streamed, _ = model.predict_stream(buffer[: max(missing) + 1])
-            for i in missing:
-                logits[i - kept] = streamed[i]
-        yield Chunk(frames, logits, tuple(offset + i for i in missing))
-        history = buffer[-CLIP_HISTORY:].copy()  # a copy, so the old buffer can be freed
-        start += len(frames)
+        chunk, history = predict_step(model, frames, "clip", history)
+        yield chunk
 
 
 def limit_frames(chunks: Iterable[np.ndarray], max_frames: int | None) -> Iterator[np.ndarray]:

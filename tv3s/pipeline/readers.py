@@ -251,14 +251,26 @@ def decode_image(data: bytes) -> Image8:
 
 
 @dataclass(frozen=True)
+class FrameOrigin:
+    """Where one decoded frame lives: shard URL, tar member, position inside the member."""
+
+    url: str
+    member: str
+    position: int  # decode order inside the member (0 for an image)
+    sample_index: int  # the index row's position: segment index, or frame number of a frame sample
+
+
+@dataclass(frozen=True)
 class FrameChunk:
     """Consecutive frames of one video, resized for the model.
 
     `reset` is True on the first chunk of the video and after every gap, decode failure
-    or size change: start a fresh stream state before these frames. `frame_index` is the
+    or size change: start a fresh stream state before these frames; `reset_reason` says
+    which (`video_start`, `missing_segment`, `frame_size_changed`). `frame_index` is the
     video frame number of `frames[0]` (from `start_frame` when the segment json gives
     it, otherwise counted from the first frame read). `sample_index` is the segment
-    index, or the frame index of the first frame for frame sequences.
+    index, or the frame index of the first frame for frame sequences. `sources` locate
+    every frame, so results can point back at them.
     """
 
     video_id: str
@@ -267,6 +279,8 @@ class FrameChunk:
     frame_index: int
     frames: np.ndarray
     source_size: tuple[int, int]
+    sources: tuple[FrameOrigin, ...] = ()
+    reset_reason: str | None = None
 
 
 def iter_video(
@@ -293,7 +307,7 @@ def iter_video(
             data = pending.result()
             pending = pool.submit(_fetch, batches[i + 1][1], store) if i + 1 < len(batches) else None
             if run != previous_run:
-                yield from cursor.restart()
+                yield from cursor.restart("video_start" if previous_run is None else "missing_segment")
                 previous_run = run
             for row, blob in zip(rows, data):
                 yield from cursor.sample(row, blob)
@@ -328,16 +342,22 @@ class _Cursor:
     def __init__(self, video_id: str, resize: ResizeRule, chunk: int, on_error: ErrorSink):
         self.video_id, self.resize, self.chunk, self.on_error = video_id, resize, chunk, on_error
         self.frames: list[np.ndarray] = []
+        self.refs: list[FrameOrigin] = []
         self.size: tuple[int, int] | None = None
         self.reset = True
+        self.reason: str | None = "video_start"
+        self.position = 0  # of the next decoded frame inside its member
         self.next_frame = 0  # video frame number of the next decoded frame
         self.first_frame = self.sample_index = 0  # of the chunk being gathered
         self.reported_modes: set[str] = set()
         self.previous: dict | None = None  # the last segment decoded whole, while no frame is known missing
 
-    def restart(self) -> Iterator[FrameChunk]:
-        """Frames are missing before what comes next: flush, and restart the state after."""
+    def restart(self, reason: str = "missing_segment") -> Iterator[FrameChunk]:
+        """Frames are missing before what comes next (or their size changes): flush, and restart
+        the state after. The first restart of a video keeps its reason, video_start."""
         yield from self.flush()
+        if not self.reset:
+            self.reason = reason
         self.reset = True
         self.previous = None
 
@@ -358,6 +378,7 @@ class _Cursor:
         if start is not None:
             self.next_frame = start
         first = self.next_frame
+        self.position = 0
         try:
             for rgb in decode_video(blob):
                 yield from self._add(row, rgb)
@@ -392,6 +413,7 @@ class _Cursor:
 
     def _frame(self, row: dict, blob: bytes) -> Iterator[FrameChunk]:
         self.next_frame = row["index"]
+        self.position = 0
         try:
             image = decode_image(blob)
         except DecodeError as exc:
@@ -413,11 +435,13 @@ class _Cursor:
                         f"{self.size[0]}x{self.size[1]}; the stream state restarts here",
                         "keep one resolution per video (re-encode or resize the odd segment or frames)",
                         frame=self.next_frame)
-            yield from self.restart()
+            yield from self.restart("frame_size_changed")
         self.size = size
         if not self.frames:
             self.first_frame, self.sample_index = self.next_frame, row["index"]
         self.frames.append(rgb)
+        self.refs.append(FrameOrigin(row["shard"], row["media_member"], self.position, row["index"]))
+        self.position += 1
         self.next_frame += 1
         if len(self.frames) == self.chunk:
             yield from self.flush()
@@ -426,10 +450,13 @@ class _Cursor:
         if not self.frames:
             return
         batch = np.stack(self.frames)
-        self.frames = []
+        refs = tuple(self.refs)
+        self.frames, self.refs = [], []
         resized = resize_frames(batch, self.resize.size_for(*self.size))
-        yield FrameChunk(self.video_id, self.reset, self.sample_index, self.first_frame, resized, self.size)
+        yield FrameChunk(self.video_id, self.reset, self.sample_index, self.first_frame, resized, self.size, refs,
+                         self.reason if self.reset else None)
         self.reset = False
+        self.reason = None
 
     def _error(self, row: dict, kind: ErrorKind, message: str, hint: str, frame: int | None = None,
                stage: str = "decode") -> None:
