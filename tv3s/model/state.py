@@ -62,7 +62,7 @@ class StreamState:
         """Inverse of :meth:`to_bytes`; a clear error for anything that is not a TV3S state."""
         try:
             tensors = st_load(data)
-            meta = _read_metadata(data)
+            meta = safetensors_metadata(data)
         except Exception as exc:
             raise StateMismatchError(f"not a TV3S stream state (safetensors could not read it: {exc})") from exc
         if meta.get("format") != FORMAT:
@@ -89,7 +89,7 @@ class StreamState:
                            self.frames_seen, self.batch)
 
 
-def _read_metadata(data: bytes) -> dict[str, str]:
+def safetensors_metadata(data: bytes) -> dict[str, str]:
     """The safetensors header's ``__metadata__`` (the library exposes it only for files)."""
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + header_len])

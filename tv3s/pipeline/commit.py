@@ -5,6 +5,7 @@ Layout, relative to the output root:
     _tv3s/commits/<job_id>/<scope>/<name>.json            commit records: one per unit, never deleted
     _tv3s/snapshots/<seq:08d>-<id>.json                   compaction snapshots: the latest one counts
     <table>/<job_id>/<scope>/<name>.<attempt>.parquet     data files of one attempt at a unit
+    state/<job_id>/<scope>/<name>.<attempt>.safetensors   a unit's resume point (jobs), committed with it
     <table>/_compacted/<seq:08d>-<id>-<k:04d>.parquet     data files written by compaction
 
 A *unit* is what is committed at once, named by (job, scope, name): for frames one video
@@ -54,6 +55,8 @@ COMPACTED_SCOPE = "_compacted"
 RECORD_FORMAT = "tv3s.commit/1"
 SNAPSHOT_FORMAT = "tv3s.snapshot/1"
 STEPS = ("before_write", "mid_write", "after_write", "after_commit")
+# Parts that are not Parquet tables: a unit's resume point travels with its rows (jobs).
+FILE_SUFFIXES = {"state": ".safetensors"}
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,199}")
 
 # Called with (step, path) at each step of a commit; tests use it to inject crashes.
@@ -115,7 +118,7 @@ class UnitKey:
         return f"{COMMITS_DIR}/{self.job_id}/{self.scope}/{self.name}.json"
 
     def data_path(self, table: str, attempt: str) -> str:
-        return f"{table}/{self.job_id}/{self.scope}/{self.name}.{attempt}.parquet"
+        return f"{table}/{self.job_id}/{self.scope}/{self.name}.{attempt}{FILE_SUFFIXES.get(table, '.parquet')}"
 
 
 @dataclass(frozen=True)

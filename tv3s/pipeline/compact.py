@@ -55,7 +55,7 @@ def plan_bins(files: list[DataFile], target: int = TARGET_BYTES) -> list[list[Da
     together), filled up to `target` bytes. Files of at least half the target are left
     alone, and so is a group of one (nothing would be gained)."""
     bins: list[list[DataFile]] = []
-    for table in sorted({f.table for f in files}):
+    for table in sorted({f.table for f in files if f.table in TABLES}):  # resume points are not tables
         current: list[DataFile] = []
         size = 0
         for f in sorted((f for f in files if f.table == table and f.size < target // 2), key=lambda f: f.path):
@@ -147,7 +147,7 @@ def vacuum(output: Output, grace_s: float = DEFAULT_GRACE_S, now: float | None =
     if latest is not None and now - latest.modified < grace_s:
         return []
     visible = {f.path for f in output.view().files}
-    candidates = [f for table in TABLES for f in output.list(table) if f.path not in visible]
+    candidates = [f for table in (*TABLES, "state") for f in output.list(table) if f.path not in visible]
     candidates += [f for f in snapshots if f is not latest]
     candidates += [f for f in output.list(META_DIR) if f.path.endswith(".tmp")]
     doomed = [f.path for f in candidates if now - f.modified >= grace_s]

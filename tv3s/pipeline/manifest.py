@@ -130,9 +130,14 @@ class VideoLabeler:
     computed between adjacent frames (frame_index - 1) of the same size.
     """
 
-    def __init__(self, run: RunInfo) -> None:
+    def __init__(self, run: RunInfo, previous: tuple[int, np.ndarray] | None = None) -> None:
         self.run = run
-        self._previous: tuple[int, np.ndarray] | None = None
+        self._previous = previous
+
+    @property
+    def previous(self) -> tuple[int, np.ndarray] | None:
+        """(frame index, label map) of the last frame labeled: pass it to a labeler that continues."""
+        return self._previous
 
     def label(self, logits: np.ndarray | torch.Tensor, source: FrameSource) -> tuple[FrameRow, np.ndarray]:
         """The row and the label map [H, W] of one frame from its logits [C, h, w]."""
@@ -339,9 +344,12 @@ class ManifestWriter:
         rows: list[FrameRow],
         errors: Sequence[InputError] = (),
         segments_expected: int | None = None,
+        resume_point: bytes | None = None,
     ) -> tuple[UnitRecord, bool]:
         """Commit the frames (and errors) of segments first..last of one video.
 
+        `resume_point` (a job's state after these segments) is committed with them, so a
+        unit's rows and the state to continue from become visible together or not at all.
         Returns (the unit's record, whether this call committed it). With
         `segments_expected`, the video's summary row is committed as soon as all its
         segments are. A unit that overlaps a committed one without being it is refused:
@@ -365,6 +373,8 @@ class ManifestWriter:
             parts = [Part("frames", encode_parquet(frames_table(rows)), len(rows))]
             if errors:
                 parts.append(Part("errors", encode_parquet(errors_table(self.run.job_id, list(errors))), len(errors)))
+            if resume_point is not None:
+                parts.append(Part("state", resume_point, 1))
             meta = {"video_id": video_id, "segments": [first, last], "partial": partial.to_json()}
             existing, committed = self.output.commit(key, parts, meta, self.observer)
         else:
@@ -372,6 +382,12 @@ class ManifestWriter:
         if segments_expected is not None:
             self.finalize_video(video_id, segments_expected, require_complete=True)
         return existing, committed
+
+    def resume_point(self, video_id: str, first: int, last: int) -> bytes | None:
+        """The resume point committed with segments first..last, if that unit carried one."""
+        record = self.output.record(self.segment_key(video_id, first, last))
+        files = [f for f in record.files if f.table == "state"] if record else []
+        return self.output.read(files[0].path) if files else None
 
     def commit_errors(self, name: str, errors: Sequence[InputError]) -> tuple[UnitRecord, bool]:
         """Commit errors met outside any video's segments (e.g. a shard that cannot be indexed).

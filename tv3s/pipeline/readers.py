@@ -283,6 +283,28 @@ class FrameChunk:
     reset_reason: str | None = None
 
 
+@dataclass(frozen=True)
+class CursorState:
+    """Where reading a video stands between two samples: enough to continue it elsewhere exactly
+    (frame numbering, the size and segment checks, a pending state reset). JSON-able."""
+
+    run: int | None
+    next_frame: int
+    size: tuple[int, int] | None
+    previous: dict | None
+    reset: bool
+    reason: str | None
+    reported_modes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnitEnd:
+    """Every frame and error of commit unit `unit` has been delivered; `cursor` continues after it."""
+
+    unit: int
+    cursor: CursorState
+
+
 def iter_video(
     runs: Sequence[VideoRun],
     store: Store,
@@ -294,24 +316,53 @@ def iter_video(
 
     The next batch of bytes is fetched while the current one decodes.
     """
+    for item in iter_units(runs, store, on_error, None, resize, chunk):
+        yield item  # without unit_of, only chunks come
+
+
+def iter_units(
+    runs: Sequence[VideoRun],
+    store: Store,
+    on_error: ErrorSink,
+    unit_of: Callable[[dict], int] | None,
+    resize: ResizeRule = ResizeRule(),
+    chunk: int = 16,
+    resume: CursorState | None = None,
+) -> Iterator[FrameChunk | UnitEnd]:
+    """`iter_video`, cut into commit units: a chunk never spans two units (`unit_of(row)`), and
+    after each unit comes a `UnitEnd` with the cursor state to resume from. `resume` continues
+    a video read elsewhere up to such a point, exactly as if it had never stopped.
+    """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1 frame, got {chunk}")
     if not runs:
         return
     cursor = _Cursor(runs[0].video_id, resize, chunk, on_error)
+    previous_run = None
+    if resume is not None:
+        cursor.restore(resume)
+        previous_run = resume.run
+    current = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tv3s-prefetch") as pool:
         batches = [(run.run, rows) for run in runs for rows in _read_batches(run)]
         pending: Future | None = pool.submit(_fetch, batches[0][1], store) if batches else None
-        previous_run = None
         for i, (run, rows) in enumerate(batches):
             data = pending.result()
             pending = pool.submit(_fetch, batches[i + 1][1], store) if i + 1 < len(batches) else None
-            if run != previous_run:
-                yield from cursor.restart("video_start" if previous_run is None else "missing_segment")
-                previous_run = run
             for row, blob in zip(rows, data):
+                if unit_of is not None:
+                    unit = unit_of(row)
+                    if current is not None and unit != current:
+                        yield from cursor.flush()
+                        yield UnitEnd(current, cursor.state(previous_run))
+                    current = unit
+                if run != previous_run:
+                    yield from cursor.restart("video_start" if previous_run is None else "missing_segment")
+                    previous_run = run
                 yield from cursor.sample(row, blob)
         yield from cursor.flush()
+        if current is not None:
+            yield UnitEnd(current, cursor.state(previous_run))
 
 
 def iter_videos(runs: Iterable[VideoRun], store: Store, on_error: ErrorSink, resize: ResizeRule = ResizeRule(),
@@ -351,6 +402,17 @@ class _Cursor:
         self.first_frame = self.sample_index = 0  # of the chunk being gathered
         self.reported_modes: set[str] = set()
         self.previous: dict | None = None  # the last segment decoded whole, while no frame is known missing
+
+    def state(self, run: int | None) -> CursorState:
+        """Between samples only (nothing gathered): what `restore` needs to go on elsewhere."""
+        assert not self.frames, "cursor state taken with frames still gathered"
+        return CursorState(run, self.next_frame, self.size, self.previous, self.reset, self.reason,
+                           tuple(sorted(self.reported_modes)))
+
+    def restore(self, state: CursorState) -> None:
+        self.next_frame, self.previous = state.next_frame, state.previous
+        self.size = None if state.size is None else (int(state.size[0]), int(state.size[1]))
+        self.reset, self.reason, self.reported_modes = state.reset, state.reason, set(state.reported_modes)
 
     def restart(self, reason: str = "missing_segment") -> Iterator[FrameChunk]:
         """Frames are missing before what comes next (or their size changes): flush, and restart

@@ -1,0 +1,130 @@
+"""The Ray actor: one model on one GPU (or CPU), labeling the chains the driver hands it.
+
+The actor is a thin shell around `ChainWorker`; everything that matters for correctness
+is in the worker and the commit protocol, so an actor can die at any instruction. It is
+created with `max_restarts=-1`: when its node goes away Ray starts it again elsewhere
+(a new constructor: the model is loaded again, no state is kept in the actor), and the
+driver re-sends the lost chain, which resumes from its last committed resume point.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+from ..model import build_model, build_model_from_checkpoint
+from ..pipeline.commit import Output
+from ..pipeline.manifest import ManifestWriter, RunInfo
+from ..pipeline.readers import ResizeRule
+from ..pipeline.storage import Store
+from ..schemas.job import JobSpec
+from .plan import Chain
+from .worker import ChainOutcome, ChainWorker, WorkerOptions
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def choose_device(requested: str, gpu_ids: list) -> torch.device:
+    """cuda when asked for (or auto) and this actor was given a GPU that CUDA can see, else cpu.
+
+    A node can advertise a GPU that is not one (an autoscaler test, a misconfigured pool):
+    then auto falls back to CPU instead of failing, and `cuda` fails with the reason.
+    """
+    usable = bool(gpu_ids) and torch.cuda.is_available()
+    if requested == "cuda" and not usable:
+        raise RuntimeError(f"model.device is cuda but this actor has no usable GPU (Ray GPU ids {gpu_ids}, "
+                           f"torch.cuda.is_available() = {torch.cuda.is_available()}); use device: auto or cpu")
+    return torch.device("cuda" if requested != "cpu" and usable else "cpu")
+
+
+def load_job_model(spec: JobSpec, store: Store, device: torch.device):
+    """The spec's model on `device`, eval mode: checkpoint bytes come through the store (any URL)."""
+    if spec.model.checkpoint is not None:
+        model = build_model_from_checkpoint(store.read_all(spec.model.checkpoint))
+    else:
+        torch.manual_seed(0)  # random weights, but the same on every actor: results stay comparable
+        model = build_model(spec.model.preset)
+    return model.to(device).eval()
+
+
+def make_worker(spec: JobSpec, device: torch.device, observer=None) -> ChainWorker:
+    """A ChainWorker for the spec (also used without Ray, by tests and benchmarks)."""
+    if device.type == "cuda":  # fp32 means fp32: TF32 convolutions drift by ~1e-3 from the reference
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    store = Store(spec.storage_options())
+    model = load_job_model(spec, store, device)
+    precision = spec.model.precision if device.type == "cuda" else "fp32"
+    run = RunInfo.from_model(model, spec.name, spec.model.mode, precision)
+    output = Output(spec.output, spec.storage_options() if "://" in spec.output else None)
+    options = WorkerOptions(
+        mode=spec.model.mode,
+        chunk_frames=spec.resources.chunk_frames,
+        prefetch_chunks=spec.resources.prefetch_chunks,
+        checkpoint_every=spec.state.checkpoint_every,
+        frames_per_unit=spec.state.frames_per_unit,
+        resize=ResizeRule() if spec.inputs.resize == "official" else ResizeRule(scale=None),
+        autocast=AUTOCAST.get(precision),
+    )
+    writer = ManifestWriter(output, run) if observer is None else ManifestWriter(output, run, observer)
+    return ChainWorker(model, run, writer, store, options)
+
+
+class LabelActor:
+    """Wrapped with ray.remote by the driver (resources come from the job spec)."""
+
+    def __init__(self, spec_json: str) -> None:
+        import ray
+
+        spec = JobSpec.model_validate_json(spec_json)
+        torch.set_num_threads(max(1, int(spec.resources.cpus_per_actor)))
+        self.device = choose_device(spec.model.device, ray.get_gpu_ids())
+        self.worker = make_worker(spec, self.device)
+        self.node = ray.get_runtime_context().get_node_id()
+        self._lock = threading.Lock()
+        self._metrics = _Metrics(spec.name)
+
+    def process(self, chain: Chain, cancel_marker: str | None = None) -> ChainOutcome:
+        with self._lock:  # one chain at a time; progress() answers meanwhile
+            def cancelled() -> bool:
+                return cancel_marker is not None and self._exists(cancel_marker)
+
+            before = self.worker.frames_done
+            outcome = self.worker.process(chain, cancelled)
+            self._metrics.record(self.worker.frames_done - before, outcome.seconds)
+            return outcome
+
+    def progress(self) -> tuple[int, float]:
+        """(frames labeled so far, seconds busy): the driver's live progress."""
+        return self.worker.frames_done, self.worker.seconds_busy
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "node": self.node, "pid": os.getpid()}
+
+    def run_info(self) -> RunInfo:
+        return self.worker.run
+
+    def _exists(self, url: str) -> bool:
+        fs, path = self.worker.store.filesystem(url)
+        return fs.exists(path)
+
+
+class _Metrics:
+    """Per-actor frames/s and frame count as Ray metrics (scraped by Prometheus via the dashboard agent)."""
+
+    def __init__(self, job: str) -> None:
+        from ray.util.metrics import Counter, Gauge
+
+        tags = {"job": job}
+        self.frames = Counter("tv3s_frames_labeled", "frames labeled and committed", tag_keys=("job",))
+        self.fps = Gauge("tv3s_actor_frames_per_second", "frames/s of the actor's last chain", tag_keys=("job",))
+        self.frames.set_default_tags(tags)
+        self.fps.set_default_tags(tags)
+
+    def record(self, frames: int, seconds: float) -> None:
+        if frames:
+            self.frames.inc(frames)
+        if seconds > 0:
+            self.fps.set(frames / seconds)

@@ -1,0 +1,267 @@
+"""The driver: plan the job, hand chains to actors, re-queue what a failure lost, report progress.
+
+Data flows one way: spec -> plan (chains) -> actors (ChainWorker) -> commit protocol ->
+manifest. The driver holds no result: everything it knows is in the output, so a driver
+that dies loses nothing, and running the job again plans the same chains, skips what is
+committed and resumes the rest from their resume points. Job bookkeeping lives beside
+the results::
+
+    _tv3s/jobs/<name>/plan.json     spec, its fingerprint, the chains (written once)
+    _tv3s/jobs/<name>/status.json   state (running/finished/cancelled/failed) and counts
+    _tv3s/jobs/<name>/cancel        present while a cancel is requested (tv3s cancel)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+from tqdm import tqdm
+
+from ..pipeline.commit import META_DIR, Output, utc_now
+from ..pipeline.index import build_index, read_index
+from ..pipeline.manifest import ManifestWriter
+from ..pipeline.storage import Store
+from ..schemas.errors import ErrorKind, InputError
+from ..schemas.job import JobSpec
+from .plan import Chain, plan_chains
+
+log = logging.getLogger(__name__)
+JOBS_DIR = f"{META_DIR}/jobs"
+
+
+class JobError(RuntimeError):
+    """The job cannot run as specified; the message says what to change."""
+
+
+@dataclass
+class JobSummary:
+    name: str
+    state: str  # finished | cancelled | failed
+    videos: int
+    chains: int
+    units: int
+    units_committed: int = 0  # by this run
+    units_already_done: int = 0
+    frames: int = 0
+    errors: int = 0
+    chain_failures: list[str] = field(default_factory=list)
+    retries: int = 0
+    seconds: float = 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def job_paths(name: str) -> dict[str, str]:
+    base = f"{JOBS_DIR}/{name}"
+    return {"plan": f"{base}/plan.json", "status": f"{base}/status.json", "cancel": f"{base}/cancel"}
+
+
+def open_output(spec: JobSpec) -> Output:
+    return Output(spec.output, spec.storage_options() if "://" in spec.output else None)
+
+
+def plan_job(spec: JobSpec, store: Store, progress: bool = False) -> tuple[list[Chain], list[InputError]]:
+    """Index the inputs (or read the index) and cut every video into chains."""
+    if spec.inputs.index is not None:
+        table, errors = read_index(spec.inputs.index, store), []
+    else:
+        kwargs = {"key_pattern": spec.inputs.key_pattern} if spec.inputs.key_pattern else {}
+        result = build_index(spec.inputs.shards, store, progress=progress, **kwargs)
+        table, errors = result.table, list(result.errors)
+    chains, plan_errors = plan_chains(table, spec.state)
+    return chains, errors + plan_errors
+
+
+def request_cancel(output: Output, name: str) -> None:
+    output.fs.pipe_file(output.full(job_paths(name)["cancel"]), utc_now().encode())
+
+
+def read_status(output: Output, name: str) -> dict | None:
+    path = output.full(job_paths(name)["status"])
+    return json.loads(output.fs.cat_file(path)) if output.fs.exists(path) else None
+
+
+class JobRunner:
+    """Runs one job on the Ray cluster the process is connected to (see `run_job`)."""
+
+    def __init__(self, spec: JobSpec, progress: bool = True, poll_s: float = 0.5) -> None:
+        self.spec, self.progress, self.poll_s = spec, progress, poll_s
+        self.store = Store(spec.storage_options())
+        self.output = open_output(spec)
+        self.paths = {k: self.output.full(v) for k, v in job_paths(spec.name).items()}
+
+    def run(self) -> JobSummary:
+        import ray
+
+        started = time.perf_counter()
+        spec = self.spec
+        chains, input_errors = plan_job(spec, self.store, self.progress)
+        self._record_plan(chains)
+        if self.output.fs.exists(self.paths["cancel"]):
+            self.output.fs.rm_file(self.paths["cancel"])  # running again resumes a cancelled job
+        summary = JobSummary(spec.name, "running", len({c.video_id for c in chains}), len(chains),
+                             sum(len(c.units) for c in chains))
+        self._write_status(summary)
+        actors = self._start_actors(min(spec.resources.actors, max(1, len(chains))))
+        run_info = ray.get(actors[0].run_info.remote())
+        writer = ManifestWriter(self.output, run_info)
+        if input_errors:
+            writer.commit_errors("inputs", input_errors)
+        summary.errors += len(input_errors)
+        try:
+            self._schedule(chains, actors, summary, writer)
+        finally:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+        summary.seconds = time.perf_counter() - started
+        if summary.state == "running":
+            summary.state = "failed" if summary.chain_failures else "finished"
+        self._write_status(summary)
+        return summary
+
+    # ------------------------------------------------------------------ scheduling
+    def _schedule(self, chains: list[Chain], actors: list, summary: JobSummary, writer: ManifestWriter) -> None:
+        import ray
+
+        pending = deque((chain, 1) for chain in chains)  # heaviest first (plan order)
+        idle = deque(actors)
+        running: dict = {}  # ObjectRef -> (actor, chain, attempt)
+        cancel_url = self.output.uri(job_paths(self.spec.name)["cancel"])
+        bar = tqdm(total=summary.units, unit="unit", desc=f"job {self.spec.name}", disable=not self.progress)
+        frames_seen = 0
+        last_poll = 0.0
+        try:
+            while pending or running:
+                if self.output.fs.exists(self.paths["cancel"]):
+                    summary.state = "cancelled"
+                    if running:  # actors stop after their current unit
+                        ray.wait(list(running), num_returns=len(running), timeout=60)
+                    return
+                while pending and idle:
+                    chain, attempt = pending.popleft()
+                    actor = idle.popleft()
+                    running[actor.process.remote(chain, cancel_url)] = (actor, chain, attempt)
+                done, _ = ray.wait(list(running), num_returns=1, timeout=self.poll_s)
+                for ref in done:
+                    actor, chain, attempt = running.pop(ref)
+                    idle.append(actor)
+                    try:
+                        outcome = ray.get(ref)
+                    except Exception as exc:  # actor, node or worker lost, or a bug: the chain resumes
+                        self._retry(chain, attempt, exc, pending, summary, writer)
+                        continue
+                    summary.units_committed += outcome.units_committed
+                    summary.units_already_done += outcome.units_already_done
+                    summary.frames += outcome.frames
+                    summary.errors += outcome.errors
+                    bar.update(outcome.units_committed + outcome.units_already_done)
+                    if outcome.cancelled:
+                        summary.state = "cancelled"
+                if self.progress and time.monotonic() - last_poll > 2:
+                    last_poll = time.monotonic()
+                    frames_seen = self._live_frames(actors, frames_seen)
+                    bar.set_postfix(frames=frames_seen, errors=summary.errors, queued=len(pending))
+                    self._write_status(summary)
+        finally:
+            bar.close()
+
+    def _retry(self, chain: Chain, attempt: int, exc: Exception, pending: deque, summary: JobSummary,
+               writer: ManifestWriter) -> None:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if attempt < self.spec.retries.chain_attempts:
+            log.warning("chain %s lost on attempt %d (%s); resuming it from its last commit", chain.id, attempt, reason)
+            summary.retries += 1
+            pending.appendleft((chain, attempt + 1))
+            return
+        summary.chain_failures.append(f"{chain.id}: {reason}")
+        record = InputError(kind=ErrorKind.unreachable, stage="model", url=self.spec.output, video_id=chain.video_id,
+                            segment_index=chain.units[0].index,
+                            message=f"chain {chain.id} failed {attempt} times, last: {reason}",
+                            hint="see the actor logs (ray logs / dashboard); run the job again to resume it")
+        writer.commit_errors(f"chain-{chain.id}-failed", [record])
+        summary.errors += 1
+
+    def _live_frames(self, actors: list, previous: int) -> int:
+        import ray
+
+        refs = [a.progress.remote() for a in actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1)
+        total = 0
+        for ref in ready:
+            try:
+                total += ray.get(ref)[0]
+            except Exception:  # an actor being restarted: its count starts again
+                continue
+        return max(total, previous)
+
+    # ------------------------------------------------------------------ actors
+    def _start_actors(self, count: int) -> list:
+        import ray
+
+        from .actor import LabelActor
+
+        res = self.spec.resources
+        cluster_gpus = ray.cluster_resources().get("GPU", 0)
+        gpus = res.gpus_per_actor if cluster_gpus and self.spec.model.device != "cpu" else 0
+        remote = ray.remote(LabelActor).options(
+            num_cpus=res.cpus_per_actor, num_gpus=gpus, max_restarts=-1, max_task_retries=0,
+            max_concurrency=2, name=None,
+        )
+        spec_json = self.spec.model_dump_json()
+        return [remote.remote(spec_json) for _ in range(count)]
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _record_plan(self, chains: list[Chain]) -> None:
+        fingerprint = self.spec.fingerprint()
+        fs = self.output.fs
+        if fs.exists(self.paths["plan"]):
+            before = json.loads(fs.cat_file(self.paths["plan"]))
+            if before.get("fingerprint") != fingerprint:
+                raise JobError(
+                    f"job {self.spec.name!r} in {self.output.url} was started with other inputs, model or state "
+                    "policy; give this job another name (or another output)"
+                )
+            return
+        plan = {
+            "name": self.spec.name,
+            "fingerprint": fingerprint,
+            "spec": json.loads(self.spec.model_dump_json()),
+            "created_at": utc_now(),
+            "chains": [{"id": c.id, "video_id": c.video_id, "units": [u.index for u in c.units],
+                        "video_units": c.video_units, "weight": c.weight} for c in chains],
+        }
+        fs.makedirs(os.path.dirname(self.paths["plan"]), exist_ok=True)
+        fs.pipe_file(self.paths["plan"], json.dumps(plan, indent=1).encode())
+
+    def _write_status(self, summary: JobSummary) -> None:
+        body = {**asdict(summary), "updated_at": utc_now(), "frames_per_second": summary.frames_per_second}
+        self.output.fs.pipe_file(self.paths["status"], json.dumps(body, indent=1).encode())
+
+
+def run_job(spec: JobSpec, address: str | None = None, progress: bool = True, num_cpus: int | None = None,
+            dashboard: bool = False) -> JobSummary:
+    """Run `spec` on the Ray cluster at `address`, or on a local Ray started (and stopped) here."""
+    import ray
+
+    started_here = False
+    if not ray.is_initialized():
+        if address is None:
+            # A Ray started for one job needs no network: keep every socket on loopback.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        started_here = True
+    try:
+        return JobRunner(spec, progress=progress).run()
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,228 @@
+"""Label one chain: read its units in order, run the model carrying the state, commit each unit.
+
+This is what a Ray actor runs, and it is plain Python so it can be tested (and crashed)
+without Ray. Exactly once and resumable: every unit is committed through the outputs'
+commit protocol with its rows, its errors and (every `checkpoint_every` units) the
+`ResumePoint` after it. Processing a chain first asks the output what is committed,
+continues from the latest resume point at or before that (re-running, without
+committing, the few units after it), and skips what is done, so a chain re-queued after
+a lost actor, node or driver produces exactly the rows an uninterrupted pass would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from ..pipeline.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler
+from ..pipeline.predict import predict_step
+from ..pipeline.readers import FrameChunk, ResizeRule, UnitEnd, iter_units
+from ..pipeline.storage import Store, redact_url
+from ..schemas.errors import InputError
+from ..schemas.manifest import FrameRow, ResetReason, TemporalState
+from .plan import Chain, Unit, unit_number
+from .resume_point import ResumePoint, ResumePointError
+
+
+@dataclass
+class ChainOutcome:
+    """What processing a chain did (for progress and the job summary)."""
+
+    chain_id: str
+    video_id: str
+    units_committed: int = 0
+    units_already_done: int = 0
+    units_replayed: int = 0  # re-run without committing to rebuild the state
+    frames: int = 0  # frames labeled and committed by this call
+    errors: int = 0
+    resumed_from: int | None = None  # unit whose resume point this call started from
+    seconds: float = 0.0
+    cancelled: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    mode: str = "stream"
+    chunk_frames: int = 8
+    prefetch_chunks: int = 2
+    checkpoint_every: int = 1
+    frames_per_unit: int = 64
+    resize: ResizeRule = ResizeRule()
+    autocast: torch.dtype | None = None  # bf16/fp16 on CUDA
+
+
+class ChainWorker:
+    """One model, labeling chains one after the other (an actor holds one of these)."""
+
+    def __init__(self, model, run: RunInfo, writer: ManifestWriter, store: Store, options: WorkerOptions) -> None:
+        self.model, self.run, self.writer, self.store, self.options = model, run, writer, store, options
+        self.frames_done = 0  # over the worker's life, for metrics
+        self.seconds_busy = 0.0
+
+    def process(self, chain: Chain, should_stop: Callable[[], bool] = lambda: False) -> ChainOutcome:
+        started = time.perf_counter()
+        outcome = ChainOutcome(chain.id, chain.video_id)
+        done = self.writer.committed_segments(chain.video_id)
+        outcome.units_already_done = sum(u.index in done for u in chain.units)
+        todo = [u for u in chain.units if u.index not in done]
+        if todo:
+            self._label(chain, todo[0], done, outcome, should_stop)
+        if not outcome.cancelled:
+            self.writer.finalize_video(chain.video_id, chain.video_units, require_complete=True)
+        outcome.seconds = time.perf_counter() - started
+        self.seconds_busy += outcome.seconds
+        return outcome
+
+    # ------------------------------------------------------------------ one chain
+    def _label(self, chain: Chain, first_todo: Unit, done: set[int], outcome: ChainOutcome,
+               should_stop: Callable[[], bool]) -> None:
+        opts = self.options
+        position = chain.units.index(first_todo)
+        start, point = self._resume_point(chain, position)
+        if point is not None:
+            outcome.resumed_from = point.unit
+            read_units = chain.units[start:]
+            carried, cursor, previous, warmed = point.carried, point.cursor, point.previous_labels, point.warmed_up
+        else:  # from the chain's start, warm-up units first
+            read_units = chain.warmup + chain.units
+            carried, cursor, previous, warmed = None, None, None, bool(chain.warmup)
+        warmup_ids = {u.index for u in chain.warmup} if point is None else set()
+        commit_ids = {u.index for u in chain.units} - done
+        labeler = VideoLabeler(self.run, previous)
+        fps = {r["index"]: r["fps"] for u in read_units for r in u.rows}
+        rows: list[FrameRow] = []
+        errors: list[InputError] = []
+        since_checkpoint = 0
+        mode = opts.mode
+
+        def unit_of(row: dict) -> int:
+            return unit_number(row["sample_type"], row["index"], opts.frames_per_unit)
+
+        items = iter_units(chain.runs(read_units), self.store, errors.append, unit_of, opts.resize,
+                           opts.chunk_frames, cursor)
+        with _prefetched(items, opts.prefetch_chunks) as stream:
+            for item in stream:
+                if isinstance(item, UnitEnd):
+                    unit = item.unit
+                    if unit in commit_ids:
+                        since_checkpoint += 1
+                        blob = None
+                        if since_checkpoint >= opts.checkpoint_every:
+                            blob = ResumePoint(chain.video_id, unit, item.cursor, carried, labeler.previous,
+                                               warmed).to_bytes()
+                            since_checkpoint = 0
+                        self.writer.commit_segments(chain.video_id, unit, unit, rows, errors, chain.video_units,
+                                                    resume_point=blob)
+                        outcome.units_committed += 1
+                        outcome.frames += len(rows)
+                        outcome.errors += len(errors)
+                        self.frames_done += len(rows)
+                    elif unit not in warmup_ids:
+                        outcome.units_replayed += 1
+                    rows, errors = [], []
+                    if should_stop():
+                        outcome.cancelled = True
+                        return
+                    continue
+                chunk: FrameChunk = item
+                if chunk.reset:
+                    carried, warmed = None, False
+                with _autocast(self.model, opts.autocast):
+                    result, carried = predict_step(self.model, chunk.frames, mode, carried)
+                unit = unit_of({"sample_type": chain.sample_type, "index": chunk.sources[0].sample_index})
+                for i, origin in enumerate(chunk.sources):
+                    frame_index = chunk.frame_index + i
+                    state, reason = TemporalState.carried, None
+                    if i == 0 and chunk.reset:
+                        state, reason = TemporalState.reset, ResetReason(chunk.reset_reason or "missing_segment")
+                    elif warmed:
+                        state = TemporalState.warmed_up
+                    rate = fps.get(origin.sample_index)
+                    source = FrameSource(
+                        video_id=chain.video_id, segment_index=unit, frame_index=frame_index,
+                        source_url=redact_url(origin.url), width=chunk.source_size[0], height=chunk.source_size[1],
+                        source_member=origin.member, source_frame_index=origin.position,
+                        timestamp_s=frame_index / rate if rate else None, temporal_state=state,
+                        state_reset_reason=reason,
+                        warmup_frames=chain.warmup_frames if state is TemporalState.warmed_up else 0,
+                    )
+                    row, _ = labeler.label(result.logits[i], source)
+                    if unit in commit_ids:
+                        rows.append(row)
+
+    def _resume_point(self, chain: Chain, position: int) -> tuple[int, ResumePoint | None]:
+        """The latest committed resume point before unit `position` of the chain, and where to read from."""
+        for k in range(position - 1, -1, -1):
+            unit = chain.units[k]
+            blob = self.writer.resume_point(chain.video_id, unit.index, unit.index)
+            if blob is None:
+                continue
+            try:
+                point = ResumePoint.from_bytes(blob, f"resume point of {chain.video_id} unit {unit.index}")
+            except ResumePointError:
+                continue  # an older one, or the chain's start, gives the same result
+            return k + 1, point
+        return 0, None
+
+
+@contextlib.contextmanager
+def _autocast(model, dtype: torch.dtype | None):
+    if dtype is None or model.device.type != "cuda":
+        yield
+        return
+    with torch.autocast("cuda", dtype=dtype):
+        yield
+
+
+_END = object()
+
+
+@contextlib.contextmanager
+def _prefetched(items: Iterator, depth: int) -> Iterator[Iterator]:
+    """Run `items` (reading and decoding) in a thread `depth` items ahead of the consumer, so
+    the model never waits on I/O; errors surface in the consumer, and leaving early stops it."""
+    buffer: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            buffer.put(exc)
+
+    thread = threading.Thread(target=produce, name="tv3s-decode", daemon=True)
+    thread.start()
+
+    def consume() -> Iterator:
+        while True:
+            item = buffer.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                buffer.get_nowait()
+        thread.join(timeout=5)
