@@ -10,10 +10,11 @@ import argparse
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import compact, demo, export, index, query, render, segment, shards, synth, synth_eval, train
+from .commands import compact, demo, export, index, job_control, query, render, run, schema, segment, shards, submit, synth, synth_eval, train
 from .commands import eval as eval_
 
-COMMANDS = (segment, demo, index, shards, synth, synth_eval, train, query, compact, render, export, eval_)
+COMMANDS = (run, submit, job_control, schema, segment, demo, index, shards, synth, synth_eval, train, query, compact,
+            render, export, eval_)
 
 
 def build_parser() -> argparse.ArgumentParser:

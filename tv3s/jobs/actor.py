@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import torch
 
@@ -72,6 +73,40 @@ def make_worker(spec: JobSpec, device: torch.device, observer=None) -> ChainWork
     return ChainWorker(model, run, writer, store, options)
 
 
+FAULT_PAUSE = "TV3S_FAULT_PAUSE"
+
+
+def fault_pause(setting: str | None):
+    """Fault injection for the failure tests: ``STEP:N:MARKER[:SECONDS]`` makes the first actor that
+    reaches commit step STEP for the Nth time create MARKER (holding its node id) and stall there
+    (an hour by default), so a test can kill its node, its driver or cancel the job at that exact
+    point. Only one actor ever stalls: MARKER is created exclusively."""
+    if not setting:
+        return None
+    step, nth, marker, *seconds = setting.split(":")
+    stall = float(seconds[0]) if seconds else 3600.0
+    seen = 0
+
+    def observer(reached: str, path: str) -> None:
+        nonlocal seen
+        if reached != step:
+            return
+        seen += 1
+        if seen != int(nth):
+            return
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        import ray
+
+        with os.fdopen(fd, "w") as f:
+            f.write(ray.get_runtime_context().get_node_id())
+        time.sleep(stall)
+
+    return observer
+
+
 class LabelActor:
     """Wrapped with ray.remote by the driver (resources come from the job spec)."""
 
@@ -81,7 +116,7 @@ class LabelActor:
         spec = JobSpec.model_validate_json(spec_json)
         torch.set_num_threads(max(1, int(spec.resources.cpus_per_actor)))
         self.device = choose_device(spec.model.device, ray.get_gpu_ids())
-        self.worker = make_worker(spec, self.device)
+        self.worker = make_worker(spec, self.device, fault_pause(os.environ.get(FAULT_PAUSE)))
         self.node = ray.get_runtime_context().get_node_id()
         self._lock = threading.Lock()
         self._metrics = _Metrics(spec.name)

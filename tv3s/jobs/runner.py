@@ -133,6 +133,7 @@ class JobRunner:
         pending = deque((chain, 1) for chain in chains)  # heaviest first (plan order)
         idle = deque(actors)
         running: dict = {}  # ObjectRef -> (actor, chain, attempt)
+        pings: dict = {}  # ObjectRef -> actor: an actor that lost a chain, until Ray has it back
         cancel_url = self.output.uri(job_paths(self.spec.name)["cancel"])
         bar = tqdm(total=summary.units, unit="unit", desc=f"job {self.spec.name}", disable=not self.progress)
         frames_seen = 0
@@ -148,15 +149,25 @@ class JobRunner:
                     chain, attempt = pending.popleft()
                     actor = idle.popleft()
                     running[actor.process.remote(chain, cancel_url)] = (actor, chain, attempt)
-                done, _ = ray.wait(list(running), num_returns=1, timeout=self.poll_s)
+                done, _ = ray.wait([*running, *pings], num_returns=1, timeout=self.poll_s)
                 for ref in done:
+                    if ref in pings:
+                        actor = pings.pop(ref)
+                        try:
+                            ray.get(ref)
+                            idle.append(actor)
+                        except Exception:  # still restarting (its node is gone): ask again shortly
+                            time.sleep(self.poll_s)
+                            pings[actor.progress.remote()] = actor
+                        continue
                     actor, chain, attempt = running.pop(ref)
-                    idle.append(actor)
                     try:
                         outcome = ray.get(ref)
                     except Exception as exc:  # actor, node or worker lost, or a bug: the chain resumes
+                        pings[actor.progress.remote()] = actor
                         self._retry(chain, attempt, exc, pending, summary, writer)
                         continue
+                    idle.append(actor)
                     summary.units_committed += outcome.units_committed
                     summary.units_already_done += outcome.units_already_done
                     summary.frames += outcome.frames
@@ -169,6 +180,8 @@ class JobRunner:
                     frames_seen = self._live_frames(actors, frames_seen)
                     bar.set_postfix(frames=frames_seen, errors=summary.errors, queued=len(pending))
                     self._write_status(summary)
+                if not idle and not running and pending and not pings:
+                    raise JobError("no actor is left to run the remaining chains")
         finally:
             bar.close()
 
@@ -205,14 +218,15 @@ class JobRunner:
     def _start_actors(self, count: int) -> list:
         import ray
 
-        from .actor import LabelActor
+        from .actor import FAULT_PAUSE, LabelActor
 
         res = self.spec.resources
         cluster_gpus = ray.cluster_resources().get("GPU", 0)
         gpus = res.gpus_per_actor if cluster_gpus and self.spec.model.device != "cpu" else 0
+        env = {FAULT_PAUSE: os.environ[FAULT_PAUSE]} if os.environ.get(FAULT_PAUSE) else {}
         remote = ray.remote(LabelActor).options(
-            num_cpus=res.cpus_per_actor, num_gpus=gpus, max_restarts=-1, max_task_retries=0,
-            max_concurrency=2, name=None,
+            num_cpus=res.cpus_per_actor, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=2,
+            runtime_env={"env_vars": env} if env else None,
         )
         spec_json = self.spec.model_dump_json()
         return [remote.remote(spec_json) for _ in range(count)]

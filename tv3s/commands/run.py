@@ -1,0 +1,58 @@
+"""`tv3s run job.yaml`: label an archive on Ray (a local Ray unless --address is given)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .common import positive_int
+
+NAME = "run"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        NAME,
+        help="run a labeling job (YAML spec) on Ray: resumable, exactly-once results",
+        description="Plans every video into ordered chains, labels them with stateful actors and commits each "
+        "unit with its resume point. Running the same job again resumes it; see `tv3s schema job`.",
+    )
+    spec = parser.add_mutually_exclusive_group(required=True)
+    spec.add_argument("spec", nargs="?", metavar="JOB.yaml", help="the job spec")
+    spec.add_argument("--spec-from-env", metavar="VAR", help="read the spec (YAML/JSON text) from this variable "
+                      "(what `tv3s submit` uses)")
+    parser.add_argument("--address", metavar="ADDR", help="a running Ray cluster (default: start a local one; "
+                        "inside a Ray job, the job's cluster)")
+    parser.add_argument("--num-cpus", type=positive_int, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--dashboard", action="store_true", help="start the local Ray with its dashboard")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..jobs.runner import JobError, run_job
+    from ..schemas.job import JobSpecError, load_job_spec
+
+    try:
+        source = os.environ[args.spec_from_env] if args.spec_from_env else args.spec
+        spec = load_job_spec(source)
+    except KeyError:
+        print(f"tv3s {NAME}: error: ${args.spec_from_env} is not set", file=sys.stderr)
+        return 2
+    except JobSpecError as exc:
+        print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
+        return 2
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    try:
+        summary = run_job(spec, address, progress=not args.quiet, num_cpus=args.num_cpus, dashboard=args.dashboard)
+    except JobError as exc:
+        print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"job {summary.name}: {summary.state} - {summary.videos} videos, {summary.units_committed} units committed "
+          f"now ({summary.units_already_done} were done), {summary.frames} frames at "
+          f"{summary.frames_per_second:.1f} frames/s, {summary.errors} errors, {summary.retries} retries")
+    for failure in summary.chain_failures:
+        print(f"  failed: {failure}", file=sys.stderr)
+    print(f"  query it: tv3s query {spec.output} \"SELECT video_id, frames, mean_confidence FROM videos\"")
+    return {"finished": 0, "cancelled": 3}.get(summary.state, 1)

@@ -1,0 +1,46 @@
+"""A job's progress read from its output alone (plan, status and commit records), from anywhere."""
+
+from __future__ import annotations
+
+import json
+
+from ..pipeline.commit import Output
+from ..pipeline.manifest import SUMMARY_UNIT, safe_key
+from .runner import JOBS_DIR, job_paths, read_status
+
+
+def job_names(output: Output) -> list[str]:
+    prefix = output.full(JOBS_DIR)
+    if not output.fs.exists(prefix):
+        return []
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in output.fs.ls(prefix, detail=False))
+
+
+def job_progress(output: Output, name: str) -> dict:
+    """Videos and units planned and committed, frames and errors committed, and the driver's last word."""
+    plan_path = output.full(job_paths(name)["plan"])
+    if not output.fs.exists(plan_path):
+        raise FileNotFoundError(f"no job {name!r} in {output.url} (jobs: {', '.join(job_names(output)) or 'none'})")
+    plan = json.loads(output.fs.cat_file(plan_path))
+    videos: dict[str, int] = {}
+    for chain in plan["chains"]:
+        videos[chain["video_id"]] = chain["video_units"]
+    units_done = videos_done = frames = errors = 0
+    for video_id in videos:
+        records = output.scope_records(name, safe_key(video_id))
+        videos_done += any(r.key.name == SUMMARY_UNIT for r in records)
+        for r in records:
+            partial = r.meta.get("partial")
+            if partial is not None:
+                units_done += 1
+                frames += int(partial.get("frames", 0))
+                errors += int(partial.get("errors", 0))
+    status = read_status(output, name) or {}
+    state = status.get("state", "planned")
+    if state == "running" and videos_done == len(videos):
+        state = "finished (driver gone before recording it)"
+    return {
+        "name": name, "state": state, "videos": len(videos), "videos_done": videos_done,
+        "units": sum(videos.values()), "units_done": units_done, "frames": frames, "errors": errors,
+        "updated_at": status.get("updated_at"), "frames_per_second": status.get("frames_per_second"),
+    }
