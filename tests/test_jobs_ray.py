@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 
@@ -17,7 +20,8 @@ from tv3s.jobs.actor import FAULT_PAUSE, make_worker
 from tv3s.jobs.runner import JobRunner, open_output, plan_job, read_status
 from tv3s.pipeline.storage import Store
 
-from .jobdata import assert_same_output, job_spec, table_rows, write_archive
+from .datagen import encode, segment_sample, stamped_frames, tar_bytes
+from .jobdata import H, W, assert_same_output, job_spec, table_rows, write_archive
 from .raycluster import node_with_id, ray_cluster
 
 
@@ -76,7 +80,7 @@ def wait_for(path, timeout: float = 120.0) -> str:
     raise TimeoutError(f"{path} did not appear in {timeout}s")
 
 
-def test_a_job_on_two_actors_equals_the_uninterrupted_reference(cluster, archive, reference, tmp_path):
+def test_a_job_on_two_actors_equals_the_uninterrupted_reference(cluster, archive, reference, tmp_path, capsys):
     spec = spec_for(archive, tmp_path)
     summary = JobRunner(spec, progress=False).run()
     assert summary.state == "finished" and summary.units_committed == 3 * 3 + 3 and summary.retries == 0
@@ -84,6 +88,11 @@ def test_a_job_on_two_actors_equals_the_uninterrupted_reference(cluster, archive
     assert read_status(open_output(spec), spec.name)["state"] == "finished"
     again = JobRunner(spec, progress=False).run()  # finished: nothing new
     assert again.units_committed == 0 and again.units_already_done == 12
+    from tv3s.cli import main
+
+    assert main(["status", spec.output, "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert (report["state"], report["videos_done"], report["units_done"], report["frames"]) == ("finished", 4, 12, 55)
 
 
 @pytest.mark.parametrize("step,nth", [("before_write", 1), ("after_commit", 2), ("mid_write", 2)],
@@ -146,3 +155,41 @@ def test_cancel_then_resume(cluster, archive, reference, tmp_path):
     summary = JobRunner(spec, progress=False).run()
     assert summary.state == "finished"
     assert_same_output(reference, open_output(spec))
+
+
+def test_every_kind_of_bad_input_is_recorded_and_the_other_videos_complete(cluster, tmp_path):
+    """Corrupt and undecodable members, a truncated and an empty shard, a missing segment, a frame size
+    change, bad json, a duplicate key and a shard that does not exist, all in one job."""
+    def seg(video: str, index: int, frames=None, **meta) -> dict:
+        frames = stamped_frames(7, index * 4, 4, H, W) if frames is None else frames
+        return segment_sample(video, index, encode(frames), start_frame=index * 4, frames=4, fps=12, **meta)
+
+    good = [seg("good", i) for i in range(3)]
+    damaged = [seg("dmg", 0), segment_sample("dmg", 1, b"\x00garbage" * 300, start_frame=4, frames=4), seg("dmg", 2)]
+    gappy = [seg("gap", 0), seg("gap", 2)]
+    resized = [seg("big", 0), seg("big", 1, stamped_frames(8, 4, 4, 96, 128)), seg("big", 2)]
+    bad_json = [{"__key__": "bj/000000", "mp4": encode(stamped_frames(9, 0, 4, H, W)), "json": b"{not json"}]
+    duplicate = [seg("dup", 0), seg("dup", 0)]
+    truncated = tar_bytes([seg("cut", 0), seg("cut", 1)])
+    with tarfile.open(fileobj=io.BytesIO(truncated)) as tar:
+        cut_at = tar.getmember("cut/000001.mp4").offset_data + 100
+    paths = []
+    for i, data in enumerate([tar_bytes(good + damaged + gappy), tar_bytes(resized + bad_json + duplicate),
+                              truncated[:cut_at], b""]):
+        (tmp_path / f"s{i}.tar").write_bytes(data)
+        paths.append(str(tmp_path / f"s{i}.tar"))
+    spec = job_spec(paths + [str(tmp_path / "missing.tar")], str(tmp_path / "out"), resources={"actors": 2})
+    summary = JobRunner(spec, progress=False).run()
+    assert summary.state == "finished"
+    out = open_output(spec)
+    kinds = {r["kind"] for r in table_rows(out, "errors")}
+    assert {"corrupt_member", "truncated_tar", "empty_shard", "missing_segment", "frame_size_changed",
+            "bad_metadata", "duplicate_key", "not_found"} <= kinds, kinds
+    frames = table_rows(out, "frames")
+    per_video = {v: sum(r["video_id"] == v for r in frames) for v in {r["video_id"] for r in frames}}
+    assert per_video["good"] == 12 and per_video["dmg"] == 8 and per_video["gap"] == 8 and per_video["big"] == 12
+    assert per_video["cut"] == 4 and per_video["dup"] == 4
+    big = [r for r in frames if r["video_id"] == "big"]
+    assert [r["state_reset_reason"] for r in big if r["temporal_state"] == "reset"] == [
+        "video_start", "frame_size_changed", "frame_size_changed"]
+    assert {v["video_id"] for v in table_rows(out, "videos")} >= {"good", "dmg", "gap", "big", "dup"}

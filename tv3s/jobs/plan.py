@@ -42,7 +42,7 @@ class Chain:
     video_id: str
     sample_type: str
     units: tuple[Unit, ...]
-    video_units: int  # units of the whole video (its summary row waits for all of them)
+    video_units: tuple[int, ...]  # unit numbers of the whole video (its summary row waits for all of them)
     warmup: tuple[Unit, ...] = ()
     warmup_frames: int = 0
 
@@ -92,7 +92,7 @@ def plan_chains(table: pa.Table, state: StateSpec) -> tuple[list[Chain], list[In
 
 def _split(video_id: str, sample_type: str, units: list[Unit], state: StateSpec) -> list[Chain]:
     if state.policy == "exact" or sum(u.weight for u in units) <= state.split_frames:
-        return [Chain(video_id, sample_type, tuple(units), len(units))]
+        return [Chain(video_id, sample_type, tuple(units), tuple(u.index for u in units))]
     chains: list[Chain] = []
     start, weight = 0, 0
     for i, unit in enumerate(units):
@@ -113,5 +113,5 @@ def _chain_from(video_id: str, sample_type: str, units: list[Unit], start: int, 
         warmup.insert(0, units[k])
         frames += units[k].weight
         k -= 1
-    return Chain(video_id, sample_type, tuple(units[start:stop]), len(units), tuple(warmup),
+    return Chain(video_id, sample_type, tuple(units[start:stop]), tuple(u.index for u in units), tuple(warmup),
                  state.warmup_frames if warmup else 0)

@@ -194,7 +194,7 @@ class JobRunner:
             pending.appendleft((chain, attempt + 1))
             return
         summary.chain_failures.append(f"{chain.id}: {reason}")
-        record = InputError(kind=ErrorKind.unreachable, stage="model", url=self.spec.output, video_id=chain.video_id,
+        record = InputError(kind=ErrorKind.model_error, stage="model", url=self.spec.output, video_id=chain.video_id,
                             segment_index=chain.units[0].index,
                             message=f"chain {chain.id} failed {attempt} times, last: {reason}",
                             hint="see the actor logs (ray logs / dashboard); run the job again to resume it")
@@ -249,7 +249,7 @@ class JobRunner:
             "spec": json.loads(self.spec.model_dump_json()),
             "created_at": utc_now(),
             "chains": [{"id": c.id, "video_id": c.video_id, "units": [u.index for u in c.units],
-                        "video_units": c.video_units, "weight": c.weight} for c in chains],
+                        "video_units": list(c.video_units), "weight": c.weight} for c in chains],
         }
         fs.makedirs(os.path.dirname(self.paths["plan"]), exist_ok=True)
         fs.pipe_file(self.paths["plan"], json.dumps(plan, indent=1).encode())

@@ -24,7 +24,7 @@ def job_progress(output: Output, name: str) -> dict:
     plan = json.loads(output.fs.cat_file(plan_path))
     videos: dict[str, int] = {}
     for chain in plan["chains"]:
-        videos[chain["video_id"]] = chain["video_units"]
+        videos[chain["video_id"]] = len(chain["video_units"])
     units_done = videos_done = frames = errors = 0
     for video_id in videos:
         records = output.scope_records(name, safe_key(video_id))

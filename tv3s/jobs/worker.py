@@ -75,7 +75,7 @@ class ChainWorker:
         if todo:
             self._label(chain, todo[0], done, outcome, should_stop)
         if not outcome.cancelled:
-            self.writer.finalize_video(chain.video_id, chain.video_units, require_complete=True)
+            self._finalize(chain)
         outcome.seconds = time.perf_counter() - started
         self.seconds_busy += outcome.seconds
         return outcome
@@ -118,8 +118,7 @@ class ChainWorker:
                             blob = ResumePoint(chain.video_id, unit, item.cursor, carried, labeler.previous,
                                                warmed).to_bytes()
                             since_checkpoint = 0
-                        self.writer.commit_segments(chain.video_id, unit, unit, rows, errors, chain.video_units,
-                                                    resume_point=blob)
+                        self.writer.commit_segments(chain.video_id, unit, unit, rows, errors, resume_point=blob)
                         outcome.units_committed += 1
                         outcome.frames += len(rows)
                         outcome.errors += len(errors)
@@ -156,6 +155,11 @@ class ChainWorker:
                     row, _ = labeler.label(result.logits[i], source)
                     if unit in commit_ids:
                         rows.append(row)
+
+    def _finalize(self, chain: Chain) -> None:
+        """The video's summary row, once every planned unit is committed (by any chain)."""
+        self.writer.finalize_video(chain.video_id, max(chain.video_units) + 1, require_complete=True,
+                                   planned=chain.video_units)
 
     def _resume_point(self, chain: Chain, position: int) -> tuple[int, ResumePoint | None]:
         """The latest committed resume point before unit `position` of the chain, and where to read from."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -399,10 +399,13 @@ class ManifestWriter:
         return self.output.commit(key, [part], {"errors": len(errors)}, self.observer)
 
     def finalize_video(
-        self, video_id: str, segments_expected: int | None = None, require_complete: bool = False
+        self, video_id: str, segments_expected: int | None = None, require_complete: bool = False,
+        planned: Collection[int] | None = None,
     ) -> UnitRecord | None:
         """Commit the video's summary row once; returns its record, or None while incomplete.
 
+        `planned` (the segments a job will commit: a gap in the input is never committed) replaces
+        0..segments_expected-1 as what must be complete.
         With `require_complete`, nothing is written until segments 0..segments_expected-1
         are all committed. Without it the summary is written from what is committed now
         (a video the job gives up on still gets its row).
@@ -414,7 +417,8 @@ class ManifestWriter:
             return self.output.record(summary_key)
         if require_complete:
             done = {s for a, b in _ranges(names) for s in range(a, b + 1)}
-            if segments_expected is None or not set(range(segments_expected)) <= done:
+            wanted = set(planned) if planned is not None else set(range(segments_expected or 0))
+            if (segments_expected is None and planned is None) or not wanted <= done:
                 return None
         records = [r for r in self.output.scope_records(self.run.job_id, scope) if r.key.name != SUMMARY_UNIT]
         partials = [VideoPartial.from_json(r.meta["partial"]) for r in records]
