@@ -41,8 +41,8 @@ def small_model():
 
 @pytest.fixture(scope="session")
 def s3():
-    """A real S3-compatible server on 127.0.0.1 for the whole session (see tests/s3server.py)."""
-    from .s3server import s3_server
+    """A real S3-compatible server on 127.0.0.1 for the whole session (see tv3s/local_s3.py)."""
+    from tv3s.local_s3 import s3_server
 
     with s3_server() as server:
         yield server

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tv3s.cli import main
 from tv3s.pipeline.frames import generate_demo_clip
@@ -116,7 +117,7 @@ def test_demo_uses_the_shipped_checkpoint(tmp_path):
     from tv3s import DEMO_CHECKPOINT
 
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--frames", "2", "--height", "64", "--width", "96", "--device", "cpu"])
+    code = main(["demo-clip", "--out", str(out), "--frames", "2", "--height", "64", "--width", "96", "--device", "cpu"])
     assert code == 0
     summary = read_summary(out)
     assert summary["random_weights"] is False and summary["classes"] == 19
@@ -127,7 +128,7 @@ def test_demo(tmp_path, preset, capsys):
     out = tmp_path / "demo"
     code = main(
         [
-            "demo",
+            "demo-clip",
             "--out",
             str(out),
             "--random-weights",
@@ -150,6 +151,19 @@ def test_demo(tmp_path, preset, capsys):
     assert str(out / "preview.png") in printed and str(out / "summary.json") in printed
     # a second run into the same folder needs --overwrite
     assert (
-        main(["demo", "--out", str(out), "--preset", str(preset), "--frames", "2", "--height", "64", "--width", "96"])
+        main(["demo-clip", "--out", str(out), "--preset", str(preset), "--frames", "2", "--height", "64", "--width", "96"])
         == 2
     )
+
+
+def test_demo_runs_a_real_job_end_to_end(tmp_path, capsys):
+    """The README's demo: archive on a local S3 server, a local Ray, query, ground truth, overlays."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--videos", "2", "--frames", "12", "--height", "64", "--width", "128",
+                 "--actors", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "local S3 server (moto) at http://127.0.0.1:" in printed and "finished: 24 frames" in printed
+    assert "drive000 | 12" in printed and "mIoU" in printed
+    assert (out / "overlay.mp4").stat().st_size > 0 and Image.open(out / "review.png").size[0] > 128
+    assert main(["query", str(out / "labels"), "SELECT count(*) AS n FROM frames", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "24"

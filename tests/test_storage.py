@@ -11,7 +11,7 @@ from tv3s.pipeline.storage import RetryPolicy, Store, StorageError, classify, re
 from tv3s.schemas.errors import ErrorKind
 
 from .faultproxy import fault_proxy
-from .s3server import SECRET_KEY
+from tv3s.local_s3 import SECRET_KEY
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
 BLOB = bytes(range(256)) * 64

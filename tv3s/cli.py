@@ -10,10 +10,10 @@ import argparse
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import compact, demo, export, index, job_control, query, render, run, schema, segment, shards, submit, synth, synth_eval, train
+from .commands import compact, demo, demo_clip, export, index, job_control, query, render, run, schema, segment, shards, submit, synth, synth_eval, train
 from .commands import eval as eval_
 
-COMMANDS = (run, submit, job_control, schema, segment, demo, index, shards, synth, synth_eval, train, query, compact,
+COMMANDS = (run, submit, job_control, schema, demo, segment, demo_clip, index, shards, synth, synth_eval, train, query, compact,
             render, export, eval_)
 
 

@@ -1,65 +1,175 @@
-"""`tv3s demo --out DIR`: segment a synthetic driving clip, end to end, in one command.
+"""`tv3s demo --out DIR`: a real labeling job end to end on this machine, in one command.
 
-It exercises exactly the `segment` code path (video decoding included) on an input that
-needs no download, with the small model the repository ships (trained by `tv3s train` on
-synthetic scenes of the same generator, never on the demo's seed), so the masks are right.
+Generates a small archive of synthetic driving videos (with ground truth), writes it as
+WebDataset shards to a local S3-compatible server (moto on 127.0.0.1, when the dev extra
+is installed; a local folder otherwise), labels it with a local Ray cluster through
+`tv3s run`'s code path using the shipped model, prints a query of the result and its
+mIoU against the ground truth, writes an overlay video and a review sheet, and copies the
+output to DIR/labels so it can be queried afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
-from .. import DEMO_CHECKPOINT
-from ..pipeline.synthetic import render_video
-from ..pipeline.layout import OutputExistsError, OutputLayout
-from ..pipeline.video_write import write_video
-from .common import DEFAULT_PRESET, add_model_arguments, add_run_arguments, positive_int, run_options
-from .segment import run_segmentation
+import numpy as np
 
 NAME = "demo"
-VIDEO_NAME = "demo.mp4"
+SEGMENT_FRAMES = 12
+FPS = 12
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
-        help="generate a synthetic clip and segment it (random weights unless --checkpoint)",
-        description=f"Write DIR/{VIDEO_NAME} (a generated driving-like clip) and segment it like `tv3s segment`.",
+        help="run a real labeling job end to end: synthetic archive -> local S3 -> Ray actors -> query, overlay",
+        description="Everything stays on this machine (a moto S3 server on 127.0.0.1 and a local Ray). "
+        "See also demo-clip (one clip, no Ray).",
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--frames", type=positive_int, default=36, help="clip length (default 36)")
-    parser.add_argument("--height", type=positive_int, default=192, help="frame height, even (default 192)")
-    parser.add_argument("--width", type=positive_int, default=384, help="frame width, even (default 384)")
-    parser.add_argument("--fps", type=float, default=12.0, help="frame rate of the clip (default 12)")
-    parser.add_argument("--seed", type=int, default=20_000, help="scene seed (default 20000, not a training seed)")
-    add_model_arguments(parser, default_preset=DEFAULT_PRESET)
-    add_run_arguments(parser)
+    parser.add_argument("--videos", type=int, default=4, help="videos in the archive (4)")
+    parser.add_argument("--frames", type=int, default=36, help="frames per video (36, in segments of 12)")
+    parser.add_argument("--height", type=int, default=192)
+    parser.add_argument("--width", type=int, default=384)
+    parser.add_argument("--actors", type=int, default=2, help="Ray actors (2)")
+    parser.add_argument("--no-s3", action="store_true", help="keep the archive and output in DIR, not local S3")
+    parser.add_argument("--overwrite", action="store_true", help="replace DIR's previous demo")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    layout = OutputLayout(args.out)
-    options = run_options(args)
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            print(f"tv3s {NAME}: error: {out} is not empty; pass --overwrite or choose another --out", file=sys.stderr)
+            return 2
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _object_store(args.no_s3, out) as (root, options, env):
+        os.environ.update(env)  # credentials reach the Ray workers the usual way: the environment
+        return _demo(args, out, root, options)
+
+
+def _demo(args: argparse.Namespace, out: Path, root: str, options: dict) -> int:
+    from .. import DEMO_CHECKPOINT
+    from ..jobs.runner import open_output, run_job
+    from ..pipeline.metrics import Evaluation
+    from ..pipeline.masks import decode_mask_png
+    from ..pipeline.query import connect, format_table, run_query
+    from ..pipeline.render import RenderOptions, render_lowest_confidence, render_video
+    from ..pipeline.storage import Store
+    from ..pipeline.synthetic import NUM_CLASSES, render_video as render_scene
+    from ..schemas.job import JobSpec
+
+    store = Store(options)
+    print(f"1/5 writing {args.videos} synthetic videos x {args.frames} frames as shards to {root}/archive")
+    truth = {}
+    shards = []
+    for shard, videos in enumerate(np.array_split(np.arange(args.videos), 2)):
+        samples = []
+        for v in videos:
+            video_id = f"drive{int(v):03d}"
+            frames, labels = render_scene(20_000 + int(v), args.frames, args.height, args.width)
+            truth[video_id] = labels
+            samples += _segments(video_id, frames)
+        url = f"{root}/archive/shard-{shard:04d}.tar"
+        store.write(url, _tar(samples))
+        shards.append(url)
+    endpoint = options.get("client_kwargs", {}).get("endpoint_url")
+    spec = JobSpec.model_validate({
+        "name": "demo",
+        "inputs": {"shards": shards, "resize": "none"},
+        "model": {"checkpoint": str(DEMO_CHECKPOINT), "mode": "stream"},
+        "output": f"{root}/labels",
+        "endpoint_url": endpoint,
+        "resources": {"actors": args.actors, "cpus_per_actor": 1, "chunk_frames": 6},
+        "state": {"checkpoint_every": 1},
+    })
+    (out / "job.yaml").write_text(_yaml(spec))
+    print(f"2/5 labeling with {args.actors} Ray actors (spec: {out / 'job.yaml'})")
+    summary = run_job(spec, progress=True, num_cpus=max(2, args.actors))
+    print(f"    {summary.state}: {summary.frames} frames in {summary.seconds:.1f} s "
+          f"({summary.frames_per_second:.1f} frames/s), {summary.errors} errors")
+    output = open_output(spec)
+    con = connect(output)
+    print("3/5 tv3s query OUTPUT \"SELECT video_id, frames, mean_confidence, temporal_agreement_mean FROM videos\"")
+    table = run_query(con, "SELECT video_id, frames, round(mean_confidence, 3) AS mean_confidence, "
+                           "round(temporal_agreement_mean, 3) AS temporal_agreement_mean FROM videos ORDER BY 1")
+    print(format_table(table))
+    evaluation = Evaluation(NUM_CLASSES)
+    for video_id, labels in truth.items():
+        rows = con.sql("SELECT mask_png FROM frames WHERE video_id = ? ORDER BY frame_index", params=[video_id])
+        evaluation.start_video()
+        for (png,), gt in zip(rows.fetchall(), labels, strict=True):
+            evaluation.add_frame(gt, decode_mask_png(png))
+    result = evaluation.result()
+    print(f"4/5 against the generator's ground truth: mIoU {result['mIoU']:.3f}, mVC_8 {result['mVC_8']:.3f}")
+    first = sorted(truth)[0]
+    render = RenderOptions(storage_options=options)
+    render_video(con, "demo", first, out / "overlay.mp4", render, sheet_tiles=8)
+    render_video(con, "demo", first, out / "overlay.png", render, sheet_tiles=8)
+    render_lowest_confidence(con, out / "review.png", 8, render)
+    print(f"5/5 overlay {out / 'overlay.mp4'}, sheet {out / 'overlay.png'}, review {out / 'review.png'}")
+    if root.startswith("s3://"):
+        output.fs.get(output.full(""), str(out / "labels"), recursive=True)
+    (out / "summary.json").write_text(json.dumps({"job": summary.__dict__, "ground_truth": {
+        k: result[k] for k in ("mIoU", "mVC_8", "mVC_16")}}, indent=1, default=str))
+    print(f"results copied to {out / 'labels'}: tv3s query {out / 'labels'} \"SELECT * FROM videos\"")
+    return 0 if summary.state == "finished" else 1
+
+
+def _segments(video_id: str, frames: np.ndarray) -> list[dict]:
+    from ..pipeline.video_write import encode_video
+
+    samples = []
+    for index, start in enumerate(range(0, len(frames), SEGMENT_FRAMES)):
+        part = frames[start : start + SEGMENT_FRAMES]
+        meta = {"video_id": video_id, "segment_index": index, "start_frame": start, "frames": len(part), "fps": FPS}
+        samples.append({"__key__": f"{video_id}/{index:06d}", "mp4": encode_video(part, FPS),
+                        "json": json.dumps(meta).encode()})
+    return samples
+
+
+def _tar(samples: list[dict]) -> bytes:
+    import webdataset as wds
+
+    buf = io.BytesIO()
+    with wds.TarWriter(buf, encoder=False) as writer:
+        for sample in samples:
+            writer.write(sample)
+    return buf.getvalue()
+
+
+def _yaml(spec) -> str:
+    import yaml
+
+    return yaml.safe_dump(json.loads(spec.model_dump_json(exclude_defaults=True)), sort_keys=False)
+
+
+@contextlib.contextmanager
+def _object_store(no_s3: bool, out: Path):
+    """(root URL, storage options, environment): a bucket on a local S3 server, or a folder."""
+    if no_s3:
+        yield str(out.resolve()), {}, {}
+        return
+    from ..local_s3 import s3_server
+
     try:
-        layout.prepare(args.overwrite, overlays=options.overlays)  # refuse before writing anything
-        clip, _ = render_video(args.seed, args.frames, args.height, args.width)
-        video = write_video(args.out / VIDEO_NAME, clip, fps=args.fps)
-    except (OutputExistsError, ValueError) as exc:  # existing results, odd or tiny frame sizes
-        print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote the demo clip {video} ({args.frames} frames, {args.width}x{args.height})")
-    checkpoint = args.checkpoint
-    if checkpoint is None and not args.random_weights and DEMO_CHECKPOINT.is_file():
-        checkpoint = DEMO_CHECKPOINT
-    return run_segmentation(
-        video,
-        args.out,
-        checkpoint,
-        args.preset,
-        random_weights=checkpoint is None,
-        device=args.device,
-        options=options,
-        command=NAME,
-    )
+        server_cm = s3_server()
+        server = server_cm.__enter__()
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"    (no local S3 server: {exc}; using {out})")
+        yield str(out.resolve()), {}, {}
+        return
+    try:
+        print(f"0/5 local S3 server (moto) at {server.endpoint_url}, pid {server.pid}")
+        yield server.make_bucket("tv3s-demo"), {"client_kwargs": {"endpoint_url": server.endpoint_url}}, server.env
+    finally:
+        server_cm.__exit__(None, None, None)

@@ -267,8 +267,10 @@ def run_job(spec: JobSpec, address: str | None = None, progress: bool = True, nu
     started_here = False
     if not ray.is_initialized():
         if address is None:
-            # A Ray started for one job needs no network: keep every socket on loopback.
+            # A Ray started for one job needs no network: every socket on loopback, and so no
+            # token auth either (which would otherwise switch on once ~/.ray/auth_token exists).
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False,
                      logging_level=logging.WARNING)
         else:

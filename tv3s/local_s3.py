@@ -1,4 +1,8 @@
-"""A real S3-compatible server (moto's) on 127.0.0.1 for the tests, started and stopped by PID."""
+"""A real S3-compatible server (moto's) on 127.0.0.1, started and stopped by PID.
+
+For the tests and the demo: moto is a development dependency (`pip install tv3s[dev]`), its
+data lives in memory, and the server listens on loopback only. Never a production store.
+"""
 from __future__ import annotations
 
 import os
@@ -13,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-ACCESS_KEY = "tv3s-test-key"
-SECRET_KEY = "tv3s-test-secret"
+ACCESS_KEY = "tv3s-local-key"
+SECRET_KEY = "tv3s-local-secret"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ def s3_server() -> Iterator[S3Server]:
     """Start ``moto_server`` on a free loopback port; stop exactly that process afterwards."""
     port = _free_port()
     exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        raise FileNotFoundError(f"{exe} is missing: install the development extra (pip install 'tv3s[dev]')")
     proc = subprocess.Popen(
         [str(exe), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
