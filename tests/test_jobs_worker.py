@@ -78,3 +78,20 @@ def test_rerunning_a_finished_job_writes_nothing(reference):
     before = open_output(spec).view().files
     outcomes = label_all(spec)
     assert sum(o.units_committed for o in outcomes) == 0 and open_output(spec).view().files == before
+
+
+def test_split_policy_runs_long_videos_as_warmed_up_parallel_chains(archive, reference, tmp_path):
+    spec = job_spec(archive, str(tmp_path / "out"), state={"policy": "split", "split_frames": 5, "warmup_frames": 3})
+    chains, _ = plan_job(spec, Store())
+    cam0 = sorted((c for c in chains if c.video_id == "cam0"), key=lambda c: c.units[0].index)
+    assert [[u.index for u in c.units] for c in cam0] == [[0], [1], [2]]
+    assert [[u.index for u in c.warmup] for c in cam0] == [[], [0], [1]] and cam0[1].warmup_frames == 5
+    worker = make_worker(spec, CPU)
+    for chain in reversed(chains):  # any order: each chain stands alone
+        worker.process(chain)
+    rows = [r for r in table_rows(open_output(spec), "frames") if r["video_id"] == "cam0"]
+    assert [r["temporal_state"] for r in rows[:5]] == ["reset"] + ["carried"] * 4
+    assert {r["temporal_state"] for r in rows[5:]} == {"warmed_up"} and rows[5]["warmup_frames"] == 5
+    exact = [r for r in table_rows(open_output(reference[0]), "frames") if r["video_id"] == "cam0"]
+    assert rows[:5] == exact[:5]  # the first chain is exact
+    assert [v["video_id"] for v in table_rows(open_output(spec), "videos")] == ["cam0", "cam1", "cam2", "stills"]

@@ -44,7 +44,7 @@ class Chain:
     units: tuple[Unit, ...]
     video_units: tuple[int, ...]  # unit numbers of the whole video (its summary row waits for all of them)
     warmup: tuple[Unit, ...] = ()
-    warmup_frames: int = 0
+    warmup_frames: int = 0  # frames in `warmup` (whole units: at least state.warmup_frames)
 
     @property
     def id(self) -> str:
@@ -114,4 +114,4 @@ def _chain_from(video_id: str, sample_type: str, units: list[Unit], start: int, 
         frames += units[k].weight
         k -= 1
     return Chain(video_id, sample_type, tuple(units[start:stop]), tuple(u.index for u in units), tuple(warmup),
-                 state.warmup_frames if warmup else 0)
+                 frames)

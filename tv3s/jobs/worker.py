@@ -94,6 +94,7 @@ class ChainWorker:
             read_units = chain.warmup + chain.units
             carried, cursor, previous, warmed = None, None, None, bool(chain.warmup)
         warmup_ids = {u.index for u in chain.warmup} if point is None else set()
+        warming, first_chunk = bool(warmup_ids), True
         commit_ids = {u.index for u in chain.units} - done
         labeler = VideoLabeler(self.run, previous)
         fps = {r["index"]: r["fps"] for u in read_units for r in u.rows}
@@ -131,8 +132,9 @@ class ChainWorker:
                         return
                     continue
                 chunk: FrameChunk = item
-                if chunk.reset:
-                    carried, warmed = None, False
+                if chunk.reset:  # a warm-up read starts from nothing, on purpose: that reset is the warm-up
+                    carried, warmed = None, warming and first_chunk
+                first_chunk = False
                 with _autocast(self.model, opts.autocast):
                     result, carried = predict_step(self.model, chunk.frames, mode, carried)
                 unit = unit_of({"sample_type": chain.sample_type, "index": chunk.sources[0].sample_index})

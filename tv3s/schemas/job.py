@@ -94,7 +94,7 @@ class StateSpec(_Strict):
         "exact", description="exact: one chain per video, state carried across every segment; split: videos "
         "longer than split_frames become parallel chains, each warmed up on warmup_frames earlier frames "
         "(recorded as warmed_up: approximate)")
-    split_frames: int = Field(3000, ge=16, description="with policy split: frames per chain")
+    split_frames: int = Field(3000, ge=1, description="with policy split: frames per chain")
     warmup_frames: int = Field(32, ge=0, description="with policy split: frames re-run before a chain's first")
     checkpoint_every: int = Field(1, ge=1, description="save the state with every Nth unit commit "
                                   "(a resume replays at most N-1 units to rebuild it)")
