@@ -193,3 +193,10 @@ def test_every_kind_of_bad_input_is_recorded_and_the_other_videos_complete(clust
     assert [r["state_reset_reason"] for r in big if r["temporal_state"] == "reset"] == [
         "video_start", "frame_size_changed", "frame_size_changed"]
     assert {v["video_id"] for v in table_rows(out, "videos")} >= {"good", "dmg", "gap", "big", "dup"}
+
+
+def test_an_actor_labels_several_videos_per_forward_pass(cluster, archive, tmp_path):
+    spec = job_spec(archive, str(tmp_path / "out"), resources={"actors": 1, "videos_per_batch": 3})
+    summary = JobRunner(spec, progress=False).run()
+    assert summary.state == "finished" and summary.frames == 55
+    assert [v["video_id"] for v in table_rows(open_output(spec), "videos")] == ["cam0", "cam1", "cam2", "stills"]

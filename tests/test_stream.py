@@ -103,3 +103,23 @@ def test_bf16_autocast_runs_and_keeps_the_state_in_fp32(small_model):
         logits, state = small_model.predict_stream(frames)
     assert {st.ssm.dtype for groups in state.layers for st in groups} == {torch.float32}
     assert (logits.argmax(1) == reference.argmax(1)).mean() > 0.95
+
+
+def test_videos_batched_in_one_pass_equal_separate_streams(small_model):
+    """Each video keeps its own state inside the batch: fresh, carried and mixed starts all match."""
+    frames = fixture_frames("tv3s-parity-small")
+    a, b = frames[:6], frames[6:12]
+    (la, lb), (sa, sb) = small_model.predict_stream_batch([a[:3], b[:3]], [None, None])
+    ref_a, ref_sa = small_model.predict_stream(a[:3])
+    ref_b, _ = small_model.predict_stream(b[:3])
+    np.testing.assert_allclose(la, ref_a, atol=1e-4)
+    np.testing.assert_allclose(lb, ref_b, atol=1e-4)
+    # video a continues its state, video b starts over, in the same batch
+    (la2, lb2), (sa2, _) = small_model.predict_stream_batch([a[3:], b[3:]], [sa, None])
+    np.testing.assert_allclose(la2, small_model.predict_stream(a[3:], ref_sa)[0], atol=1e-4)
+    np.testing.assert_allclose(lb2, small_model.predict_stream(b[3:])[0], atol=1e-4)
+    assert sa2.frames_seen == 6 and sa2.batch == 1
+    np.testing.assert_allclose(small_model.predict_stream(a[:1], sa2)[0], small_model.predict_stream(a[:1],
+                               small_model.predict_stream(a)[1])[0], atol=1e-4)
+    with pytest.raises(ValueError, match="one shape"):
+        small_model.predict_stream_batch([a[:2], b[:3]], [None, None])

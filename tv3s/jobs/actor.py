@@ -121,15 +121,16 @@ class LabelActor:
         self._lock = threading.Lock()
         self._metrics = _Metrics(spec.name)
 
-    def process(self, chain: Chain, cancel_marker: str | None = None) -> ChainOutcome:
-        with self._lock:  # one chain at a time; progress() answers meanwhile
+    def process(self, chains: list[Chain], cancel_marker: str | None = None) -> list[ChainOutcome]:
+        """Label the chains side by side (batched when the job asks for it); their outcomes."""
+        with self._lock:  # one call at a time; progress() answers meanwhile
             def cancelled() -> bool:
                 return cancel_marker is not None and self._exists(cancel_marker)
 
-            before = self.worker.frames_done
-            outcome = self.worker.process(chain, cancelled)
-            self._metrics.record(self.worker.frames_done - before, outcome.seconds)
-            return outcome
+            before, busy = self.worker.frames_done, self.worker.seconds_busy
+            outcomes = self.worker.process_many(chains, cancelled)
+            self._metrics.record(self.worker.frames_done - before, self.worker.seconds_busy - busy)
+            return outcomes
 
     def progress(self) -> tuple[int, float]:
         """(frames labeled so far, seconds busy): the driver's live progress."""

@@ -132,7 +132,8 @@ class JobRunner:
 
         pending = deque((chain, 1) for chain in chains)  # heaviest first (plan order)
         idle = deque(actors)
-        running: dict = {}  # ObjectRef -> (actor, chain, attempt)
+        running: dict = {}  # ObjectRef -> (actor, [(chain, attempt), ...])
+        per_call = self.spec.resources.videos_per_batch if self.spec.model.mode == "stream" else 1
         pings: dict = {}  # ObjectRef -> actor: an actor that lost a chain, until Ray has it back
         cancel_url = self.output.uri(job_paths(self.spec.name)["cancel"])
         bar = tqdm(total=summary.units, unit="unit", desc=f"job {self.spec.name}", disable=not self.progress)
@@ -146,9 +147,9 @@ class JobRunner:
                         ray.wait(list(running), num_returns=len(running), timeout=60)
                     return
                 while pending and idle:
-                    chain, attempt = pending.popleft()
+                    batch = [pending.popleft() for _ in range(min(per_call, len(pending)))]
                     actor = idle.popleft()
-                    running[actor.process.remote(chain, cancel_url)] = (actor, chain, attempt)
+                    running[actor.process.remote([c for c, _ in batch], cancel_url)] = (actor, batch)
                 done, _ = ray.wait([*running, *pings], num_returns=1, timeout=self.poll_s)
                 for ref in done:
                     if ref in pings:
@@ -160,21 +161,23 @@ class JobRunner:
                             time.sleep(self.poll_s)
                             pings[actor.progress.remote()] = actor
                         continue
-                    actor, chain, attempt = running.pop(ref)
+                    actor, batch = running.pop(ref)
                     try:
-                        outcome = ray.get(ref)
-                    except Exception as exc:  # actor, node or worker lost, or a bug: the chain resumes
+                        outcomes = ray.get(ref)
+                    except Exception as exc:  # actor, node or worker lost, or a bug: the chains resume
                         pings[actor.progress.remote()] = actor
-                        self._retry(chain, attempt, exc, pending, summary, writer)
+                        for chain, attempt in reversed(batch):
+                            self._retry(chain, attempt, exc, pending, summary, writer)
                         continue
                     idle.append(actor)
-                    summary.units_committed += outcome.units_committed
-                    summary.units_already_done += outcome.units_already_done
-                    summary.frames += outcome.frames
-                    summary.errors += outcome.errors
-                    bar.update(outcome.units_committed + outcome.units_already_done)
-                    if outcome.cancelled:
-                        summary.state = "cancelled"
+                    for outcome in outcomes:
+                        summary.units_committed += outcome.units_committed
+                        summary.units_already_done += outcome.units_already_done
+                        summary.frames += outcome.frames
+                        summary.errors += outcome.errors
+                        bar.update(outcome.units_committed + outcome.units_already_done)
+                        if outcome.cancelled:
+                            summary.state = "cancelled"
                 if self.progress and time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
                     frames_seen = self._live_frames(actors, frames_seen)

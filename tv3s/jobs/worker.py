@@ -15,13 +15,13 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from ..pipeline.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler
-from ..pipeline.predict import predict_step
+from ..pipeline.predict import Chunk, predict_step
 from ..pipeline.readers import FrameChunk, ResizeRule, UnitEnd, iter_units
 from ..pipeline.storage import Store, redact_url
 from ..schemas.errors import InputError
@@ -67,22 +67,61 @@ class ChainWorker:
         self.seconds_busy = 0.0
 
     def process(self, chain: Chain, should_stop: Callable[[], bool] = lambda: False) -> ChainOutcome:
+        return self.process_many([chain], should_stop)[0]
+
+    def process_many(self, chains: Sequence[Chain], should_stop: Callable[[], bool] = lambda: False
+                     ) -> list[ChainOutcome]:
+        """Label several chains side by side: in stream mode, their chunks of one shape go through
+        the model in one batched pass, each video with its own state (one chain: no batching)."""
         started = time.perf_counter()
-        outcome = ChainOutcome(chain.id, chain.video_id)
-        done = self.writer.committed_segments(chain.video_id)
-        outcome.units_already_done = sum(u.index in done for u in chain.units)
-        todo = [u for u in chain.units if u.index not in done]
-        if todo:
-            self._label(chain, todo[0], done, outcome, should_stop)
-        if not outcome.cancelled:
-            self._finalize(chain)
-        outcome.seconds = time.perf_counter() - started
-        self.seconds_busy += outcome.seconds
-        return outcome
+        outcomes = [ChainOutcome(chain.id, chain.video_id) for chain in chains]
+        steps = {}
+        for k, (chain, outcome) in enumerate(zip(chains, outcomes)):
+            done = self.writer.committed_segments(chain.video_id)
+            outcome.units_already_done = sum(u.index in done for u in chain.units)
+            todo = [u for u in chain.units if u.index not in done]
+            if todo:
+                steps[k] = self._label(chain, todo[0], done, outcome, should_stop)
+        self._drive(steps)
+        for chain, outcome in zip(chains, outcomes):
+            if not outcome.cancelled:
+                self._finalize(chain)
+            outcome.seconds = time.perf_counter() - started
+        self.seconds_busy += time.perf_counter() - started
+        return outcomes
+
+    def _drive(self, steps: dict) -> None:
+        """Run the chains' generators, answering their predict requests (batched where possible)."""
+        pending = {}
+        for key, gen in steps.items():
+            with contextlib.suppress(StopIteration):
+                pending[key] = (gen, next(gen))
+        mode = self.options.mode
+        while pending:
+            groups: dict = {}
+            for key, (_, (frames, _carried)) in pending.items():
+                groups.setdefault(frames.shape if mode == "stream" else key, []).append(key)
+            for keys in groups.values():
+                requests = [pending[k][1] for k in keys]
+                with _autocast(self.model, self.options.autocast):
+                    if len(keys) == 1:
+                        answers = [predict_step(self.model, requests[0][0], mode, requests[0][1])]
+                    else:
+                        logits, states = self.model.predict_stream_batch([r[0] for r in requests],
+                                                                         [r[1] for r in requests])
+                        answers = [(Chunk(r[0], l), st) for r, l, st in zip(requests, logits, states)]
+                for key, answer in zip(keys, answers):
+                    gen = pending[key][0]
+                    try:
+                        pending[key] = (gen, gen.send(answer))
+                    except StopIteration:
+                        del pending[key]
 
     # ------------------------------------------------------------------ one chain
     def _label(self, chain: Chain, first_todo: Unit, done: set[int], outcome: ChainOutcome,
-               should_stop: Callable[[], bool]) -> None:
+               should_stop: Callable[[], bool]) -> Generator[tuple, tuple, None]:
+        """One chain as a generator: yields (frames, carried) to be predicted, is sent (Chunk, carried)
+        back, and commits each unit as it completes (so several chains can share the model)."""
         opts = self.options
         position = chain.units.index(first_todo)
         start, point = self._resume_point(chain, position)
@@ -101,7 +140,6 @@ class ChainWorker:
         rows: list[FrameRow] = []
         errors: list[InputError] = []
         since_checkpoint = 0
-        mode = opts.mode
 
         def unit_of(row: dict) -> int:
             return unit_number(row["sample_type"], row["index"], opts.frames_per_unit)
@@ -135,8 +173,7 @@ class ChainWorker:
                 if chunk.reset:  # a warm-up read starts from nothing, on purpose: that reset is the warm-up
                     carried, warmed = None, warming and first_chunk
                 first_chunk = False
-                with _autocast(self.model, opts.autocast):
-                    result, carried = predict_step(self.model, chunk.frames, mode, carried)
+                result, carried = yield chunk.frames, carried
                 unit = unit_of({"sample_type": chain.sample_type, "index": chunk.sources[0].sample_index})
                 for i, origin in enumerate(chunk.sources):
                     frame_index = chunk.frame_index + i

@@ -24,7 +24,9 @@ from torch import nn
 from .config import ModelConfig, MiTConfig
 from .head import TV3SHead
 from .mit import MixVisionTransformer
+from .mamba import MixerState
 from .state import StateMismatchError, StreamState
+from .windows import layer_groups
 
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
@@ -180,6 +182,77 @@ class TV3S(nn.Module):
             frames_seen=seen + t,
         )
         return np.concatenate(outs), new_state
+
+    @torch.inference_mode()
+    def predict_stream_batch(
+        self,
+        clips: Sequence[np.ndarray],
+        states: Sequence[StreamState | None],
+        full_resolution: bool = False,
+        frames_per_step: int = 4,
+    ) -> tuple[list[np.ndarray], list[StreamState]]:
+        """``predict_stream`` for several videos in one forward pass, each with its own state.
+
+        The clips must have one shape [T, H, W, 3]. Each video's windows are its own rows of
+        the Mamba batch (video-major), so nothing mixes across videos; results equal separate
+        calls up to float rounding (batched matrix products may sum in another order).
+        """
+        if len(clips) != len(states):
+            raise ValueError(f"{len(clips)} clips but {len(states)} states")
+        if not clips:
+            return [], []
+        shape = clips[0].shape
+        if any(c.shape != shape for c in clips):
+            raise ValueError(f"clips must share one shape to be batched, got {sorted({c.shape for c in clips})}")
+        b, (t, h, w) = len(clips), shape[:3]
+        for state in states:
+            if state is not None:
+                self._check_state(state, (h, w))
+        x = self.preprocess(np.concatenate(clips)).view(b, t, 3, h, w)
+        head = self.decode_head
+        layers = None
+        outs: list[list[np.ndarray]] = [[] for _ in range(b)]
+        geom = None
+        for start in range(0, t, max(1, frames_per_step)):
+            part = x[:, start:start + frames_per_step]
+            s = part.shape[1]
+            fused = self._fused(part.reshape(b * s, 3, h, w))
+            quarter = tuple(fused.shape[-2:])
+            geom = head.geometry(quarter)
+            grid = head.to_grid(fused, geom)
+            grid = grid.view(b, s, *grid.shape[1:])
+            if layers is None:
+                layers = self._batched_layers(states, geom)
+            tokens, layers = head.temporal(grid, geom, layers, self.backend)
+            logits = self._logits_out(head.classify(tokens.reshape(b * s, *tokens.shape[2:]), quarter), (h, w),
+                                      full_resolution)
+            for k in range(b):
+                outs[k].append(logits[k * s:(k + 1) * s])
+        digest, fingerprint = self.weights_digest(), self.cfg.fingerprint()
+        new_states = []
+        for k, state in enumerate(states):
+            own = [[MixerState(st.conv[k * (len(st.conv) // b):(k + 1) * (len(st.conv) // b)],
+                               st.ssm[k * (len(st.ssm) // b):(k + 1) * (len(st.ssm) // b)]) for st in groups]
+                   for groups in layers]
+            seen = 0 if state is None else state.frames_seen
+            new_states.append(StreamState(own, fingerprint, digest, (h, w), (geom.height, geom.width), seen + t))
+        return [np.concatenate(o) for o in outs], new_states
+
+    def _batched_layers(self, states: Sequence[StreamState | None], geom) -> list | None:
+        """The videos' states stacked video-major per window group (zeros = a fresh start)."""
+        if all(s is None for s in states):
+            return None
+        device = self.device
+        stacked = []
+        for i, layer in enumerate(self.decode_head.vs.layers):
+            groups = layer_groups(geom, shifted=i % 2 == 1)
+            per_group = []
+            for g, idx in enumerate(groups):
+                parts = [layer.mixer.initial_state(idx.shape[0], device) if s is None else s.layers[i][g]
+                         for s in (None if s is None else s.to(device) for s in states)]
+                per_group.append(MixerState(torch.cat([p.conv for p in parts]), torch.cat([p.ssm for p in parts])))
+            stacked.append(per_group)
+        return stacked
 
     def _check_state(self, state: StreamState, hw: tuple[int, int]) -> None:
         if not isinstance(state, StreamState):

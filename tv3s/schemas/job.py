@@ -83,6 +83,8 @@ class ResourcesSpec(_Strict):
     max_actors_per_node: int | None = Field(None, ge=1, description="spread actors (CPU clusters)")
     prefetch_chunks: int = Field(2, ge=1, le=64, description="decoded chunks an actor keeps ready ahead of the model")
     chunk_frames: int = Field(8, ge=1, le=256, description="frames per forward pass")
+    videos_per_batch: int = Field(1, ge=1, le=64, description="stream mode: videos an actor labels side by "
+                                  "side, their frames batched into one forward pass (each with its own state)")
     autoscale_max_actors: int | None = Field(
         None, ge=1, description="ask the Ray autoscaler for up to this many actors' resources while chains wait")
 
