@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 NAME = "demo"
 SEGMENT_FRAMES = 12
-FPS = 12
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,23 +61,14 @@ def _demo(args: argparse.Namespace, out: Path, root: str, options: dict) -> int:
     from ..pipeline.query import connect, format_table, run_query
     from ..pipeline.render import RenderOptions, render_lowest_confidence, render_video
     from ..pipeline.storage import Store
-    from ..pipeline.synthetic import NUM_CLASSES, render_video as render_scene
+    from ..pipeline.synthetic import NUM_CLASSES
+    from ..pipeline.synthetic_archive import write_synthetic_archive
     from ..schemas.job import JobSpec
 
     store = Store(options)
     print(f"1/5 writing {args.videos} synthetic videos x {args.frames} frames as shards to {root}/archive")
-    truth = {}
-    shards = []
-    for shard, videos in enumerate(np.array_split(np.arange(args.videos), 2)):
-        samples = []
-        for v in videos:
-            video_id = f"drive{int(v):03d}"
-            frames, labels = render_scene(20_000 + int(v), args.frames, args.height, args.width)
-            truth[video_id] = labels
-            samples += _segments(video_id, frames)
-        url = f"{root}/archive/shard-{shard:04d}.tar"
-        store.write(url, _tar(samples))
-        shards.append(url)
+    shards, truth = write_synthetic_archive(root, store, args.videos, args.frames, args.height, args.width,
+                                            segment_frames=SEGMENT_FRAMES)
     endpoint = options.get("client_kwargs", {}).get("endpoint_url")
     spec = JobSpec.model_validate({
         "name": "demo",
@@ -123,28 +110,6 @@ def _demo(args: argparse.Namespace, out: Path, root: str, options: dict) -> int:
         k: result[k] for k in ("mIoU", "mVC_8", "mVC_16")}}, indent=1, default=str))
     print(f"results copied to {out / 'labels'}: tv3s query {out / 'labels'} \"SELECT * FROM videos\"")
     return 0 if summary.state == "finished" else 1
-
-
-def _segments(video_id: str, frames: np.ndarray) -> list[dict]:
-    from ..pipeline.video_write import encode_video
-
-    samples = []
-    for index, start in enumerate(range(0, len(frames), SEGMENT_FRAMES)):
-        part = frames[start : start + SEGMENT_FRAMES]
-        meta = {"video_id": video_id, "segment_index": index, "start_frame": start, "frames": len(part), "fps": FPS}
-        samples.append({"__key__": f"{video_id}/{index:06d}", "mp4": encode_video(part, FPS),
-                        "json": json.dumps(meta).encode()})
-    return samples
-
-
-def _tar(samples: list[dict]) -> bytes:
-    import webdataset as wds
-
-    buf = io.BytesIO()
-    with wds.TarWriter(buf, encoder=False) as writer:
-        for sample in samples:
-            writer.write(sample)
-    return buf.getvalue()
 
 
 def _yaml(spec) -> str:

@@ -52,6 +52,7 @@ class JobSummary:
     chain_failures: list[str] = field(default_factory=list)
     retries: int = 0
     seconds: float = 0.0
+    labeling_seconds: float = 0.0  # from the first actor ready (model loaded) to the last chain done
 
     @property
     def frames_per_second(self) -> float:
@@ -111,6 +112,7 @@ class JobRunner:
         self._write_status(summary)
         actors = self._start_actors(min(spec.resources.actors, max(1, len(chains))))
         run_info = ray.get(actors[0].run_info.remote())
+        ready = time.perf_counter()
         writer = ManifestWriter(self.output, run_info)
         if input_errors:
             writer.commit_errors("inputs", input_errors)
@@ -121,6 +123,7 @@ class JobRunner:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
         summary.seconds = time.perf_counter() - started
+        summary.labeling_seconds = time.perf_counter() - ready
         if summary.state == "running":
             summary.state = "failed" if summary.chain_failures else "finished"
         self._write_status(summary)

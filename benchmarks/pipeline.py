@@ -1,0 +1,130 @@
+"""End-to-end labeling throughput against model-only throughput, measured in one run.
+
+Prints, for the same frames (synthetic driving videos stored as H.264 segment shards):
+
+1. model only: `predict_stream` over frames already decoded in memory;
+2. pipeline: what an actor does (read, decode in a prefetch thread, model, masks and
+   statistics, Parquet commit with a resume point per segment), without Ray; ratio to 1
+   (goal >= 0.9);
+3. the same job through Ray (`JobRunner`, one actor), excluding Ray and actor start-up;
+4. multi-video batching: the pipeline with `videos_per_batch` videos per forward pass
+   against one at a time;
+5. resume points: the pipeline with a resume point per segment against none (the cost
+   of a state checkpoint per segment).
+
+Usage: python benchmarks/pipeline.py [--videos 4] [--frames 48] [--size 192x384] [--preset PATH|demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tv3s import DEMO_CHECKPOINT  # noqa: E402
+from tv3s.jobs.actor import make_worker  # noqa: E402
+from tv3s.jobs.runner import plan_job  # noqa: E402
+from tv3s.pipeline.readers import ResizeRule, iter_video  # noqa: E402
+from tv3s.pipeline.storage import Store  # noqa: E402
+from tv3s.pipeline.synthetic_archive import write_synthetic_archive  # noqa: E402
+from tv3s.schemas.job import JobSpec  # noqa: E402
+
+
+def spec_for(shards: list[str], out: str, checkpoint: str, checkpoint_every: int = 1, **resources) -> JobSpec:
+    return JobSpec.model_validate({
+        "name": "bench", "inputs": {"shards": shards, "resize": "none"}, "model": {"checkpoint": checkpoint},
+        "output": out, "resources": {"chunk_frames": 12, "cpus_per_actor": torch.get_num_threads(), **resources},
+        "state": {"checkpoint_every": checkpoint_every},
+    })
+
+
+def pipeline_seconds(spec: JobSpec, batched: bool = False) -> tuple[float, int]:
+    worker = make_worker(spec, torch.device("cpu"))
+    chains, _ = plan_job(spec, Store())
+    t0 = time.perf_counter()
+    outcomes = worker.process_many(chains) if batched else [worker.process(c) for c in chains]
+    return time.perf_counter() - t0, sum(o.frames for o in outcomes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--size", default="192x384")
+    parser.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT))
+    parser.add_argument("--skip-ray", action="store_true")
+    args = parser.parse_args()
+    height, width = (int(v) for v in args.size.split("x"))
+    tmp = Path(tempfile.mkdtemp(prefix="tv3s-bench-"))
+    store = Store()
+    shards, _ = write_synthetic_archive(str(tmp), store, args.videos, args.frames, height, width)
+    total = args.videos * args.frames
+    print(f"{args.videos} videos x {args.frames} frames of {width}x{height}, {torch.get_num_threads()} threads, "
+          f"checkpoint {Path(args.checkpoint).name}", flush=True)
+
+    def fresh(name: str, checkpoint_every: int = 1, **resources) -> JobSpec:
+        return spec_for(shards, str(tmp / name), args.checkpoint, checkpoint_every, **resources)
+
+    # 1. model only, on frames decoded beforehand (same chunking as the pipeline)
+    spec = fresh("warm")
+    worker = make_worker(spec, torch.device("cpu"))
+    chains, _ = plan_job(spec, store)
+    decoded = [[c.frames for c in iter_video(chain.runs(chain.units), store, lambda e: None, ResizeRule(scale=None),
+                                             12)] for chain in chains]
+    model = worker.model
+    model.predict_stream(decoded[0][0][:2])  # warm-up
+    t0 = time.perf_counter()
+    for chunks in decoded:
+        state = None
+        for frames in chunks:
+            _, state = model.predict_stream(frames, state)
+    model_s = time.perf_counter() - t0
+    print(f"model only:        {total / model_s:7.2f} frames/s", flush=True)
+
+    # 2. the actor's pipeline without Ray
+    pipe_s, frames = pipeline_seconds(fresh("pipe"))
+    assert frames == total, (frames, total)
+    print(f"pipeline:          {total / pipe_s:7.2f} frames/s  = {model_s / pipe_s:.2f}x model only (goal >= 0.9)",
+          flush=True)
+
+    # 5. resume points: one per segment vs none
+    none_s, _ = pipeline_seconds(fresh("nostate", checkpoint_every=10**6))
+    segments = total // 12
+    print(f"resume points:     {(pipe_s - none_s) / segments * 1000:+7.1f} ms per segment "
+          f"({pipe_s / none_s:.3f}x the pipeline without them)", flush=True)
+
+    # 4. multi-video batching
+    batch_s, _ = pipeline_seconds(fresh("batch", videos_per_batch=args.videos), batched=True)
+    print(f"batched x{args.videos}:        {total / batch_s:7.2f} frames/s  = {pipe_s / batch_s:.2f}x one video "
+          "at a time", flush=True)
+
+    # 3. through Ray, one actor
+    if not args.skip_ray:
+        import ray
+
+        from tv3s.jobs.runner import JobRunner
+
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=torch.get_num_threads(), include_dashboard=False, log_to_driver=False)
+        try:
+            summary = JobRunner(fresh("ray", actors=1), progress=False).run()
+        finally:
+            ray.shutdown()
+        print(f"Ray job (1 actor): {summary.frames / summary.labeling_seconds:7.2f} frames/s once the actor is up "
+              f"= {model_s / summary.labeling_seconds:.2f}x model only; {summary.seconds:.1f} s in all with Ray, "
+              "planning and model loading", flush=True)
+    print(f"(scratch data in {tmp})")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
