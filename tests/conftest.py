@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .raycluster import RAY_ENV
+
+# Before anything imports Ray: Ray reads these once, at import (loopback only, explicit auth mode).
+os.environ.update(RAY_ENV)
+
 # The golden fixtures live beside the checkout (../shared/fixtures, as in CI); TV3S_FIXTURES
 # points elsewhere. Missing fixtures fail the tests that need them: a skip would hide it.
 FIXTURES = Path(os.environ.get("TV3S_FIXTURES") or Path(__file__).resolve().parents[1].parent / "shared" / "fixtures")

@@ -149,7 +149,7 @@ def test_cancel_then_resume(cluster, archive, reference, tmp_path):
 
     assert main(["cancel", spec.output, "--job", spec.name]) == 0
     out, _ = driver.communicate(timeout=120)
-    assert driver.returncode == 3, out
+    assert driver.returncode == 0 and "cancelled" in out, out
     assert read_status(open_output(spec), spec.name)["state"] == "cancelled"
     assert len(table_rows(open_output(spec), "frames")) < 55
     summary = JobRunner(spec, progress=False).run()

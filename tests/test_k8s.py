@@ -236,11 +236,11 @@ def gpus(group: dict) -> int:
 
 
 # ------------------------------------------------------------------------------- tests: validity
-@pytest.mark.parametrize("name", sorted(n for n in (K8S / "base").glob("*.yaml")), ids=lambda p: p.name)
-def test_base_manifests_validate(name: Path) -> None:
-    docs = load_docs(name.read_text())
+@pytest.mark.parametrize("path", sorted((K8S / "base").glob("*.yaml")), ids=lambda p: p.name)
+def test_base_manifests_validate(path: Path) -> None:
+    docs = load_docs(path.read_text())
     assert docs
-    if name.name == "kustomization.yaml":
+    if path.name == "kustomization.yaml":
         assert docs[0]["kind"] == "Kustomization"
         return
     for doc in docs:
@@ -370,7 +370,10 @@ def test_rendered_spec_round_trips(gpu: bool) -> None:
     (again,) = load_docs(to_yaml(job))
     head = again["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     (env,) = [e for e in head["env"] if e["name"] == SPEC_ENV]
-    assert load_job_spec(env["value"]) == spec
+    embedded = load_job_spec(env["value"])
+    # the rendered cluster autoscales, so the job is told to ask it for its actors' resources
+    assert embedded.resources.autoscale_max_actors == spec.resources.actors
+    assert embedded.model_copy(update={"resources": spec.resources}) == spec
     assert again["metadata"]["annotations"] == {"tv3s/job": spec.name, "tv3s/output": spec.output}
 
 

@@ -55,4 +55,6 @@ def run(args: argparse.Namespace) -> int:
     for failure in summary.chain_failures:
         print(f"  failed: {failure}", file=sys.stderr)
     print(f"  query it: tv3s query {spec.output} \"SELECT video_id, frames, mean_confidence FROM videos\"")
-    return {"finished": 0, "cancelled": 3}.get(summary.state, 1)
+    # A cancel is the user's choice, not a failure: exit 0 so no scheduler (a RayJob's backoffLimit,
+    # say) retries the job behind the user's back. `tv3s status` says it was cancelled.
+    return 0 if summary.state in ("finished", "cancelled") else 1

@@ -168,8 +168,14 @@ def render_rayjob(
                           "app.kubernetes.io/managed-by": "tv3s"}
     # The job's own name and output, which label values (no "=", no "/") cannot always hold.
     metadata["annotations"] = {"tv3s/job": spec.name, "tv3s/output": spec.output}
-    # The validated spec with its defaults spelled out, so the cluster's tv3s reads what was checked here.
-    spec_text = yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    # The fields the spec sets, as validated here; the image's tv3s fills in its defaults and
+    # validates again. (Spelling out every default would make an image one field older refuse it.)
+    if spec.resources.autoscale_max_actors is None:  # the cluster below autoscales: let the job ask it to
+        resources = spec.resources.model_copy(update={"autoscale_max_actors": spec.resources.actors})
+        resources.model_fields_set.add("autoscale_max_actors")
+        spec = spec.model_copy(update={"resources": resources})
+        spec.model_fields_set.add("resources")
+    spec_text = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",

@@ -110,7 +110,9 @@ class JobRunner:
         summary = JobSummary(spec.name, "running", len({c.video_id for c in chains}), len(chains),
                              sum(len(c.units) for c in chains))
         self._write_status(summary)
-        actors = self._start_actors(min(spec.resources.actors, max(1, len(chains))))
+        wanted = spec.resources.autoscale_max_actors or spec.resources.actors
+        actors = self._start_actors(min(wanted, max(1, len(chains))))
+        self._request(len(actors))
         run_info = ray.get(actors[0].run_info.remote())
         ready = time.perf_counter()
         writer = ManifestWriter(self.output, run_info)
@@ -122,6 +124,7 @@ class JobRunner:
         finally:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
+            self._request(0)
         summary.seconds = time.perf_counter() - started
         summary.labeling_seconds = time.perf_counter() - ready
         if summary.state == "running":
@@ -172,7 +175,12 @@ class JobRunner:
                         for chain, attempt in reversed(batch):
                             self._retry(chain, attempt, exc, pending, summary, writer)
                         continue
-                    idle.append(actor)
+                    if pending or not self.spec.resources.autoscale_max_actors:
+                        idle.append(actor)
+                    else:  # nothing left for it: let the autoscaler take its node back
+                        ray.kill(actor, no_restart=True)
+                        actors.remove(actor)
+                        self._request(len(running))
                     for outcome in outcomes:
                         summary.units_committed += outcome.units_committed
                         summary.units_already_done += outcome.units_already_done
@@ -221,14 +229,33 @@ class JobRunner:
         return max(total, previous)
 
     # ------------------------------------------------------------------ actors
+    def _actor_gpus(self) -> float:
+        """GPUs per actor: the spec's where the cluster has GPUs, or may get them (autoscaling from zero)."""
+        import ray
+
+        res = self.spec.resources
+        may_have = ray.cluster_resources().get("GPU", 0) or res.autoscale_max_actors
+        return res.gpus_per_actor if may_have and self.spec.model.device != "cpu" else 0
+
+    def _request(self, actors: int) -> None:
+        """Tell the autoscaler what the job needs now (actors' bundles), so it adds workers for pending
+        actors up to the cap and removes them once released; a no-op without autoscaling."""
+        if not self.spec.resources.autoscale_max_actors:
+            return
+        from ray.autoscaler.sdk import request_resources
+
+        bundle = {"CPU": self.spec.resources.cpus_per_actor}
+        if self._actor_gpus():
+            bundle["GPU"] = self._actor_gpus()
+        request_resources(bundles=[bundle] * actors)
+
     def _start_actors(self, count: int) -> list:
         import ray
 
         from .actor import FAULT_PAUSE, LabelActor
 
         res = self.spec.resources
-        cluster_gpus = ray.cluster_resources().get("GPU", 0)
-        gpus = res.gpus_per_actor if cluster_gpus and self.spec.model.device != "cpu" else 0
+        gpus = self._actor_gpus()
         env = {FAULT_PAUSE: os.environ[FAULT_PAUSE]} if os.environ.get(FAULT_PAUSE) else {}
         remote = ray.remote(LabelActor).options(
             num_cpus=res.cpus_per_actor, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=2,
