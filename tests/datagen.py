@@ -13,10 +13,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 from tv3s.pipeline.frames import generate_demo_clip
+from tv3s.pipeline.synthetic_archive import tar_shard
 
 BITS = 16
 BLOCK = 8
@@ -80,11 +80,7 @@ def frame_sample(video_id: str, index: int, data: bytes, ext: str = "jpg") -> di
 
 def tar_bytes(samples: list[dict]) -> bytes:
     """A real WebDataset shard (webdataset's TarWriter) holding `samples`, as bytes."""
-    buf = io.BytesIO()
-    with wds.TarWriter(buf, encoder=False) as writer:
-        for sample in samples:
-            writer.write(sample)
-    return buf.getvalue()
+    return tar_shard(samples)
 
 
 def write_shard(path: Path, samples: list[dict]) -> str:

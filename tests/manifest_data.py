@@ -208,3 +208,13 @@ def commit_scene_output(out: Output, run: RunInfo, urls: dict[str, str]) -> dict
         writer.commit_segments(video_id, 0, 0, rows, segments_expected=1)
         masks[video_id] = {r.frame_index: decode_mask_png(r.mask_png) for r in rows}
     return masks
+
+
+def local_scene_output(root: Path, run: RunInfo) -> tuple[Output, dict[str, dict[int, np.ndarray]], dict[str, str]]:
+    """The scene's sources written under `root` and committed into `root`/out: (output, masks, urls)."""
+    urls = {}
+    for name, data in scene_sources().items():
+        (root / name).write_bytes(data)
+        urls[name] = str(root / name)
+    out = Output(str(root / "out"))
+    return out, commit_scene_output(out, run, urls), urls

@@ -23,6 +23,7 @@ from .manifest_data import (
     SCENE_FRAMES,
     Crash,
     commit_scene_output,
+    local_scene_output,
     run_info,
     scene_frames,
     scene_sources,
@@ -38,13 +39,7 @@ def decoded(sample_bytes: bytes) -> np.ndarray:
 @pytest.fixture()
 def labeled(tmp_path):
     """A committed output whose sources (an .mp4, a tar of PNGs) sit on local disk."""
-    urls = {}
-    for name, data in scene_sources().items():
-        (tmp_path / name).write_bytes(data)
-        urls[name] = str(tmp_path / name)
-    out = Output(str(tmp_path / "out"))
-    masks = commit_scene_output(out, RUN, urls)
-    return out, masks, urls
+    return local_scene_output(tmp_path, RUN)
 
 
 def test_every_frame_comes_back_with_its_source_pixels_exact_mask_and_row(labeled, tmp_path):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tv3s.pipeline.commit import Output
 from tv3s.pipeline.masks import colorize, overlay
 from tv3s.pipeline.query import connect
 from tv3s.pipeline.render import (
@@ -26,10 +25,9 @@ from .manifest_data import (
     SCENE_FRAMES,
     SCENE_H,
     SCENE_W,
-    commit_scene_output,
+    local_scene_output,
     run_info,
     scene_frames,
-    scene_sources,
 )
 
 H, W, N = SCENE_H, SCENE_W, SCENE_FRAMES
@@ -39,13 +37,7 @@ RUN = run_info()
 @pytest.fixture(scope="module")
 def output(tmp_path_factory):
     """A committed output over two real sources: an .mp4 file and a tar shard of PNG frames."""
-    root = tmp_path_factory.mktemp("render")
-    urls = {}
-    for name, data in scene_sources().items():
-        (root / name).write_bytes(data)
-        urls[name] = str(root / name)
-    out = Output(str(root / "out"))
-    masks = commit_scene_output(out, RUN, urls)
+    out, masks, _ = local_scene_output(tmp_path_factory.mktemp("render"), RUN)
     return out, scene_frames(), masks["still"]
 
 
