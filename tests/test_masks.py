@@ -14,13 +14,13 @@ from tv3s.pipeline.masks import (
     class_chunks,
     colorize,
     decode_mask_png,
-    default_palette,
     encode_mask_png,
     label_dtype,
     logits_to_labels,
     overlay,
     preview_strip,
 )
+from tv3s.schemas.classes import default_palette
 
 
 def reference_labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

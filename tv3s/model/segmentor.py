@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig, MiTConfig
+from ..schemas.classes import default_palette
+from .config import MiTConfig, ModelConfig
 from .head import TV3SHead
-from .mit import MixVisionTransformer
 from .mamba import MixerState
+from .mit import MixVisionTransformer
 from .state import StateMismatchError, StreamState
 from .windows import layer_groups
 
@@ -83,10 +84,7 @@ class TV3S(nn.Module):
     def palette(self) -> np.ndarray:
         if self.cfg.palette:
             return np.asarray(self.cfg.palette, dtype=np.uint8)
-        rng = np.random.default_rng(0)
-        pal = rng.integers(0, 256, size=(self.num_classes, 3), dtype=np.uint8)
-        pal[0] = 0
-        return pal
+        return default_palette(self.num_classes)
 
     @property
     def device(self) -> torch.device:

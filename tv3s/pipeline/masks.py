@@ -141,19 +141,6 @@ def decode_mask_png(data: bytes) -> np.ndarray:
 # --- drawing ------------------------------------------------------------------------------
 
 
-def default_palette(num_classes: int) -> np.ndarray:
-    """Deterministic, pairwise distinct colours [C, 3] uint8 (the PASCAL VOC bit-spreading scheme)."""
-    ids = np.arange(num_classes, dtype=np.int64)
-    palette = np.zeros((num_classes, 3), dtype=np.int64)
-    for shift in range(8):
-        for channel in range(3):
-            bit = (ids >> (3 * shift + channel)) & 1
-            palette[:, channel] |= bit << (7 - shift)
-    if num_classes > 1 << 24:
-        raise ValueError(f"cannot make {num_classes} distinct RGB colours")
-    return palette.astype(np.uint8)
-
-
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """RGB image [..., 3] uint8 of a label map, one palette colour per class."""
     palette = np.asarray(palette, dtype=np.uint8)
