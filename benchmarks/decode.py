@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.s3server import s3_server  # noqa: E402
+from tv3s.local_s3 import s3_server  # noqa: E402
 from tv3s.pipeline.frames import generate_demo_clip  # noqa: E402
 from tv3s.pipeline.index import build_index, plan_videos  # noqa: E402
 from tv3s.pipeline.pack import PackOptions, pack  # noqa: E402
