@@ -98,6 +98,9 @@ def autoscaling_cluster():
                     pass
             time.sleep(1)
         head.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while processes_under(temp) and time.monotonic() < deadline:  # raylets exit a moment later
+            time.sleep(0.5)
         shutil.rmtree(temp, ignore_errors=True)
 
 
