@@ -145,8 +145,13 @@ class JobRunner:
         bar = tqdm(total=summary.units, unit="unit", desc=f"job {self.spec.name}", disable=not self.progress)
         frames_seen = 0
         last_poll = 0.0
+        from ray.util.metrics import Gauge
+
+        queue = Gauge("tv3s_job_queue_depth", "chains waiting for an actor", tag_keys=("job",))
+        queue.set_default_tags({"job": self.spec.name})
         try:
             while pending or running:
+                queue.set(len(pending))
                 if self.output.fs.exists(self.paths["cancel"]):
                     summary.state = "cancelled"
                     if running:  # actors stop after their current unit
