@@ -151,7 +151,6 @@ class JobRunner:
         queue.set_default_tags({"job": self.spec.name})
         try:
             while pending or running:
-                queue.set(len(pending))
                 if self.output.fs.exists(self.paths["cancel"]):
                     summary.state = "cancelled"
                     if running:  # actors stop after their current unit
@@ -161,6 +160,7 @@ class JobRunner:
                     batch = [pending.popleft() for _ in range(min(per_call, len(pending)))]
                     actor = idle.popleft()
                     running[actor.process.remote([c for c, _ in batch], cancel_url)] = (actor, batch)
+                queue.set(len(pending))
                 done, _ = ray.wait([*running, *pings], num_returns=1, timeout=self.poll_s)
                 for ref in done:
                     if ref in pings:
@@ -202,6 +202,7 @@ class JobRunner:
                 if not idle and not running and pending and not pings:
                     raise JobError("no actor is left to run the remaining chains")
         finally:
+            queue.set(len(pending))
             bar.close()
 
     def _retry(self, chain: Chain, attempt: int, exc: Exception, pending: deque, summary: JobSummary,
