@@ -121,20 +121,18 @@ def _yaml(spec) -> str:
 @contextlib.contextmanager
 def _object_store(no_s3: bool, out: Path):
     """(root URL, storage options, environment): a bucket on a local S3 server, or a folder."""
+    local = (str(out.resolve()), {}, {})
     if no_s3:
-        yield str(out.resolve()), {}, {}
+        yield local
         return
     from ..local_s3 import s3_server
 
-    try:
-        server_cm = s3_server()
-        server = server_cm.__enter__()
-    except (FileNotFoundError, RuntimeError) as exc:
-        print(f"    (no local S3 server: {exc}; using {out})")
-        yield str(out.resolve()), {}, {}
-        return
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(s3_server())
+        except (FileNotFoundError, RuntimeError) as exc:
+            print(f"    (no local S3 server: {exc}; using {out})")
+            yield local
+            return
         print(f"0/5 local S3 server (moto) at {server.endpoint_url}, pid {server.pid}")
         yield server.make_bucket("tv3s-demo"), {"client_kwargs": {"endpoint_url": server.endpoint_url}}, server.env
-    finally:
-        server_cm.__exit__(None, None, None)

@@ -117,7 +117,6 @@ class LabelActor:
         torch.set_num_threads(max(1, int(spec.resources.cpus_per_actor)))
         self.device = choose_device(spec.model.device, ray.get_gpu_ids())
         self.worker = make_worker(spec, self.device, fault_pause(os.environ.get(FAULT_PAUSE)))
-        self.node = ray.get_runtime_context().get_node_id()
         self._lock = threading.Lock()
         self._metrics = _Metrics(spec.name)
 
@@ -135,9 +134,6 @@ class LabelActor:
     def progress(self) -> tuple[int, float]:
         """(frames labeled so far, seconds busy): the driver's live progress."""
         return self.worker.frames_done, self.worker.seconds_busy
-
-    def describe(self) -> dict:
-        return {"device": str(self.device), "node": self.node, "pid": os.getpid()}
 
     def run_info(self) -> RunInfo:
         return self.worker.run

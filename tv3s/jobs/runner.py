@@ -251,8 +251,8 @@ class JobRunner:
         from ray.autoscaler.sdk import request_resources
 
         bundle = {"CPU": self.spec.resources.cpus_per_actor}
-        if self._actor_gpus():
-            bundle["GPU"] = self._actor_gpus()
+        if gpus := self._actor_gpus():
+            bundle["GPU"] = gpus
         request_resources(bundles=[bundle] * actors)
 
     def _start_actors(self, count: int) -> list:

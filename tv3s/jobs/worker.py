@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -44,7 +44,6 @@ class ChainOutcome:
     resumed_from: int | None = None  # unit whose resume point this call started from
     seconds: float = 0.0
     cancelled: bool = False
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,7 @@ class ChainWorker:
                     carried, warmed = None, warming and first_chunk
                 first_chunk = False
                 result, carried = yield chunk.frames, carried
-                unit = unit_of({"sample_type": chain.sample_type, "index": chunk.sources[0].sample_index})
+                unit = unit_number(chain.sample_type, chunk.sources[0].sample_index, opts.frames_per_unit)
                 for i, origin in enumerate(chunk.sources):
                     frame_index = chunk.frame_index + i
                     state, reason = TemporalState.carried, None
@@ -191,9 +190,10 @@ class ChainWorker:
                         state_reset_reason=reason,
                         warmup_frames=chain.warmup_frames if state is TemporalState.warmed_up else 0,
                     )
-                    row, _ = labeler.label(result.logits[i], source)
                     if unit in commit_ids:
-                        rows.append(row)
+                        rows.append(labeler.label(result.logits[i], source)[0])
+                    else:  # re-run only to rebuild the state: its mask matters only to the next agreement
+                        labeler.remember(result.logits[i], source)
 
     def _finalize(self, chain: Chain) -> None:
         """The video's summary row, once every planned unit is committed (by any chain)."""
