@@ -17,6 +17,9 @@ build, other code on CUDA), so re-implementing the kernel by hand only matches
 one machine. Each class plane, however, is resized independently by the same
 kernel, so resizing a subset of classes gives bit-identical values, and a
 running argmax with a strict `>` keeps torch.argmax's first-maximum tie rule.
+The running argmax goes class plane by class plane even within a chunk: on CPU
+`argmax(0)` over [C, H, W] strides across planes and took 6.7 ms for 19 classes
+at 192x384, the plane-by-plane pass 1.3 ms (the resize itself 1.3 ms).
 """
 
 from __future__ import annotations
@@ -91,18 +94,20 @@ def _frame_labels(frame: torch.Tensor, height: int, width: int, max_elements: in
     # ATen resizes small outputs (H + W <= 128) and [1, C, 1, 1] inputs with its
     # channels-last kernel, whose rounding depends on a class's position in the
     # SIMD vector; those outputs are tiny, so resize all classes in one go.
-    if len(chunks) == 1 or height + width <= SMALL_OUTPUT or h * w == 1:
-        return _resize(x, height, width).argmax(0).cpu().numpy()
+    if height + width <= SMALL_OUTPUT or h * w == 1:
+        chunks = [slice(0, num_classes)]
     best_val = best_idx = None
     for part in chunks:
-        val, idx = _resize(x[:, part], height, width).max(dim=0)  # first maximum on ties, like argmax
-        idx += part.start
+        resized = _resize(x[:, part], height, width)
         if best_val is None:
-            best_val, best_idx = val, idx
-            continue
-        better = val > best_val  # strict: on ties the earlier chunk (lower class) wins
-        best_val = torch.where(better, val, best_val)
-        best_idx = torch.where(better, idx, best_idx)
+            best_val = resized[0].clone()
+            best_idx = torch.zeros((height, width), dtype=torch.uint8 if num_classes <= 255 else torch.int32,
+                                   device=frame.device)
+        for c in range(part.start, part.stop):
+            plane = resized[c - part.start]
+            better = plane > best_val  # strict: on ties the lower class wins, like argmax
+            best_idx.masked_fill_(better, c)
+            torch.maximum(best_val, plane, out=best_val)
     return best_idx.cpu().numpy()
 
 
