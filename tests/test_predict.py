@@ -57,6 +57,31 @@ def test_city_head_early_frames_are_predicted_in_stream_mode(chunk):
     assert all(np.abs(lg).max() > 0 for lg in logits)
 
 
+@pytest.mark.parametrize("mode", ["stream", "clip"])
+def test_on_device_logits_are_the_same_numbers(mode):
+    """Workers keep logits on the model's device (label maps are made there): same values as numpy,
+    also where the city head's early frames are filled in from a stream prediction."""
+    import torch
+
+    from tv3s.model import build_model_from_checkpoint
+    from tv3s.pipeline.predict import predict_step
+
+    from .conftest import fixture_dir
+
+    model = build_model_from_checkpoint(
+        fixture_dir("tv3s-parity-city-small") / "checkpoint.pth", head_variant="TV3SHead_shift_city"
+    )
+    frames = video(6)
+    host, carried_host = predict_step(model, frames, mode)
+    device, carried_device = predict_step(model, frames, mode, on_device=True)
+    assert isinstance(device.logits, torch.Tensor) and device.logits.device == model.device
+    assert np.array_equal(device.logits.cpu().numpy(), host.logits)
+    assert device.by_stream == host.by_stream
+    batch, _ = model.predict_stream_batch([frames, frames[::-1].copy()], [None, None], on_device=True)
+    assert np.array_equal(batch[0].cpu().numpy(), model.predict_stream_batch([frames, frames[::-1].copy()],
+                                                                             [None, None])[0][0])
+
+
 def test_unknown_mode(small_model):
     with pytest.raises(ValueError, match="mode"):
         predict_chunks(small_model, [], "batch")

@@ -135,10 +135,16 @@ class TV3S(nn.Module):
         """Normalised frames [N, 3, H, W] -> fused head maps [N, E, h/4, w/4]."""
         return self.decode_head.fuse(self.backbone(x))
 
-    def _logits_out(self, logits: torch.Tensor, hw: tuple[int, int], full_resolution: bool) -> np.ndarray:
+    def _logits_out(self, logits: torch.Tensor, hw: tuple[int, int], full_resolution: bool) -> torch.Tensor:
         if full_resolution:
             logits = F.interpolate(logits, size=hw, mode="bilinear", align_corners=False)
-        return logits.float().cpu().numpy()
+        return logits.float()
+
+    @staticmethod
+    def _returned(logits: torch.Tensor, on_device: bool) -> np.ndarray | torch.Tensor:
+        """float32 logits as numpy, or as a tensor on the model's device (`on_device`: for callers
+        that reduce them there, e.g. to label maps, instead of copying every class plane out)."""
+        return logits if on_device else logits.cpu().numpy()
 
     # ---------------------------------------------------------------- stream
     @torch.inference_mode()
@@ -148,11 +154,13 @@ class TV3S(nn.Module):
         state: StreamState | None = None,
         full_resolution: bool = False,
         frames_per_step: int = 4,
-    ) -> tuple[np.ndarray, StreamState]:
+        on_device: bool = False,
+    ) -> tuple[np.ndarray | torch.Tensor, StreamState]:
         """Predict every frame carrying the Mamba state; pass the returned state back to continue.
 
         Exact: any split of a video into calls gives the same logits as one call. Frames are
         processed ``frames_per_step`` at a time (memory), which is itself such a split.
+        Logits are numpy, or with ``on_device`` a float32 tensor on the model's device.
         """
         x = self.preprocess(frames)
         t, h, w = frames.shape[0], frames.shape[1], frames.shape[2]
@@ -179,7 +187,7 @@ class TV3S(nn.Module):
             grid_hw=(geom.height, geom.width),
             frames_seen=seen + t,
         )
-        return np.concatenate(outs), new_state
+        return self._returned(torch.cat(outs), on_device), new_state
 
     @torch.inference_mode()
     def predict_stream_batch(
@@ -188,7 +196,8 @@ class TV3S(nn.Module):
         states: Sequence[StreamState | None],
         full_resolution: bool = False,
         frames_per_step: int = 4,
-    ) -> tuple[list[np.ndarray], list[StreamState]]:
+        on_device: bool = False,
+    ) -> tuple[list[np.ndarray | torch.Tensor], list[StreamState]]:
         """``predict_stream`` for several videos in one forward pass, each with its own state.
 
         The clips must have one shape [T, H, W, 3]. Each video's windows are its own rows of
@@ -209,7 +218,7 @@ class TV3S(nn.Module):
         x = self.preprocess(np.concatenate(clips)).view(b, t, 3, h, w)
         head = self.decode_head
         layers = None
-        outs: list[list[np.ndarray]] = [[] for _ in range(b)]
+        outs: list[list[torch.Tensor]] = [[] for _ in range(b)]
         geom = None
         for start in range(0, t, max(1, frames_per_step)):
             part = x[:, start:start + frames_per_step]
@@ -234,7 +243,7 @@ class TV3S(nn.Module):
                    for groups in layers]
             seen = 0 if state is None else state.frames_seen
             new_states.append(StreamState(own, fingerprint, digest, (h, w), (geom.height, geom.width), seen + t))
-        return [np.concatenate(o) for o in outs], new_states
+        return [self._returned(torch.cat(o), on_device) for o in outs], new_states
 
     def _batched_layers(self, states: Sequence[StreamState | None], geom) -> list | None:
         """The videos' states stacked video-major per window group (zeros = a fresh start)."""
@@ -286,7 +295,8 @@ class TV3S(nn.Module):
         offset: int = 0,
         full_resolution: bool = False,
         clips_per_step: int = 2,
-    ) -> np.ndarray:
+        on_device: bool = False,
+    ) -> np.ndarray | torch.Tensor:
         """Official clip protocol for video frames ``offset + targets`` (default: all given).
 
         ``frames[i]`` is video frame ``offset + i``; every clip frame of every target must be
@@ -330,7 +340,7 @@ class TV3S(nn.Module):
             logits = head.classify(tokens[:, -1], quarter)
             results.update({i: logits[k] for k, i in enumerate(batch)})
         stacked = torch.stack([results[i] for i in targets])
-        return self._logits_out(stacked, (h, w), full_resolution)
+        return self._returned(self._logits_out(stacked, (h, w), full_resolution), on_device)
 
     def forward_train(self, clips: torch.Tensor, mamba_frames: str = "last") -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward on normalised clips [B, T, 3, H, W] (the official training head).

@@ -145,12 +145,10 @@ class VideoLabeler:
         labels = logits_to_labels(logits, (source.height, source.width))
         return self.describe(logits, labels, source), labels
 
-    def remember(self, logits: np.ndarray | torch.Tensor, source: FrameSource) -> np.ndarray:
+    def remember(self, labels: np.ndarray, source: FrameSource) -> None:
         """Take a frame's label map as the previous one without making its row (a frame re-run only
         to rebuild a state): the next frame's temporal agreement is then what it would have been."""
-        labels = logits_to_labels(torch.as_tensor(logits), (source.height, source.width))
         self._previous = (source.frame_index, labels)
-        return labels
 
     def describe(self, logits: np.ndarray | torch.Tensor, labels: np.ndarray, source: FrameSource) -> FrameRow:
         """The row of a frame whose label map the caller already has (e.g. to draw overlays too);

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Protocol
 
 import numpy as np
+import torch
 
 MODES = ("stream", "clip")
 # The official test clip for frame t reaches back to frame t-9.
@@ -20,9 +21,11 @@ CLIP_HISTORY = 9
 class VideoModel(Protocol):
     """The part of tv3s.model.TV3S this module calls."""
 
-    def predict_stream(self, frames: np.ndarray, state: object = None) -> tuple[np.ndarray, object]: ...
+    def predict_stream(self, frames: np.ndarray, state: object = None, *, on_device: bool = False
+                       ) -> tuple[np.ndarray | torch.Tensor, object]: ...
 
-    def predict_clip(self, frames: np.ndarray, targets: list[int] | None = None, offset: int = 0) -> np.ndarray: ...
+    def predict_clip(self, frames: np.ndarray, targets: list[int] | None = None, offset: int = 0, *,
+                     on_device: bool = False) -> np.ndarray | torch.Tensor: ...
 
     def clip_has_prediction(self, t: int) -> bool: ...
 
@@ -33,7 +36,7 @@ class Chunk(NamedTuple):
     therefore predicted in stream mode instead."""
 
     frames: np.ndarray
-    logits: np.ndarray
+    logits: np.ndarray | torch.Tensor  # a tensor on the model's device when predicted with on_device
     by_stream: tuple[int, ...] = ()
 
 
@@ -61,14 +64,16 @@ class ClipHistory(NamedTuple):
     start: int
 
 
-def predict_step(model: VideoModel, frames: np.ndarray, mode: str, carried: object = None) -> tuple[Chunk, object]:
+def predict_step(model: VideoModel, frames: np.ndarray, mode: str, carried: object = None,
+                 on_device: bool = False) -> tuple[Chunk, object]:
     """Predict one chunk given what the chunks before it left (None at the start of a video).
 
     Returns the chunk and what to pass with the next one: the StreamState in stream mode,
     a ClipHistory in clip mode. Both are plain values, so a caller can checkpoint them.
+    With `on_device` the logits stay a tensor on the model's device.
     """
     if mode == "stream":
-        logits, state = model.predict_stream(frames, state=carried)
+        logits, state = model.predict_stream(frames, state=carried, on_device=on_device)
         return Chunk(frames, logits), state
     if mode != "clip":
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -76,12 +81,13 @@ def predict_step(model: VideoModel, frames: np.ndarray, mode: str, carried: obje
     buffer = frames if history.frames is None else np.concatenate([history.frames, frames])
     kept = len(buffer) - len(frames)
     offset = history.start - kept
-    logits = model.predict_clip(buffer, targets=list(range(kept, len(buffer))), offset=offset)
+    logits = model.predict_clip(buffer, targets=list(range(kept, len(buffer))), offset=offset, on_device=on_device)
     missing = [i for i in range(kept, len(buffer)) if not model.clip_has_prediction(offset + i)]
     if missing:  # early frames only, so the buffer starts at video frame 0 (offset == 0)
-        streamed, _ = model.predict_stream(buffer[: max(missing) + 1])
-        for i in missing:
-            logits[i - kept] = streamed[i]
+        streamed, _ = model.predict_stream(buffer[: max(missing) + 1], on_device=on_device)
+        with torch.inference_mode():  # the model's output tensors are inference tensors
+            for i in missing:
+                logits[i - kept] = streamed[i]
     # a copy, so the old buffer can be freed
     return Chunk(frames, logits, tuple(offset + i for i in missing)), ClipHistory(
         buffer[-CLIP_HISTORY:].copy(), history.start + len(frames))
