@@ -121,3 +121,14 @@ def test_training_scan_matches_reference_values_and_gradients(length):
     for a, b in zip(ours, ref):
         assert torch.isfinite(a.grad).all()
         torch.testing.assert_close(a.grad, b.grad.float(), atol=1e-4, rtol=1e-3)
+
+
+def test_scan_stays_float32_under_autocast():
+    """bf16 autocast must not reach the scan's products: the carried state would drift."""
+    u, delta, A, B, C, D, z, bias, h0 = scan_inputs(length=64)
+    y, h = selective_scan(u, delta, A, B, C, D, z, bias, h0, backend="torch")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_auto, h_auto = selective_scan(u, delta, A, B, C, D, z, bias, h0, backend="torch")
+    assert y_auto.dtype == torch.float32 and h_auto.dtype == torch.float32
+    torch.testing.assert_close(y_auto, y, atol=0, rtol=0)
+    torch.testing.assert_close(h_auto, h, atol=0, rtol=0)

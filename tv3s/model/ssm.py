@@ -225,33 +225,36 @@ def selective_scan(
     initial_state [N, D, S] (zeros when None). Returns (y [N, L, D], final state [N, D, S]).
     """
     dtype = u.dtype
-    u, delta, B, C, A = u.float(), delta.float(), B.float(), C.float(), A.float()
-    n, _, d = u.shape
-    if delta_bias is not None:
-        delta = delta + delta_bias.float()
-    if _use_kernels(u, backend):
-        scan_fn, _ = _cuda_kernels()
-        y, last = scan_fn(
-            u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A.contiguous(),
-            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-            None if D is None else D.float(), None, None, True, return_last_state=True,
-        )
-        y = y.transpose(1, 2)
-        if initial_state is not None:
-            dy, dlast = initial_state_response(F.softplus(delta), A, C, initial_state.float())
-            y, last = y + dy, last + dlast
-    else:
-        delta = F.softplus(delta)
-        h0 = u.new_zeros(n, d, A.shape[1]) if initial_state is None else initial_state.float()
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (u, delta, A, B, C, h0, D, z, delta_bias) if t is not None
-        )
-        scan = _scan_torch_differentiable if needs_grad else _scan_torch
-        y, last = scan(u, delta, A, B, C, h0)
-        if D is not None:
-            y = y + u * D.float()
-    if z is not None:
-        y = y * F.silu(z.float())
+    # float32 throughout, also under bf16/fp16 autocast (which would run the y = C·h products in
+    # half precision): the state that is carried and saved must not drift.
+    with torch.autocast(u.device.type, enabled=False):
+        u, delta, B, C, A = u.float(), delta.float(), B.float(), C.float(), A.float()
+        n, _, d = u.shape
+        if delta_bias is not None:
+            delta = delta + delta_bias.float()
+        if _use_kernels(u, backend):
+            scan_fn, _ = _cuda_kernels()
+            y, last = scan_fn(
+                u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A.contiguous(),
+                B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+                None if D is None else D.float(), None, None, True, return_last_state=True,
+            )
+            y = y.transpose(1, 2)
+            if initial_state is not None:
+                dy, dlast = initial_state_response(F.softplus(delta), A, C, initial_state.float())
+                y, last = y + dy, last + dlast
+        else:
+            delta = F.softplus(delta)
+            h0 = u.new_zeros(n, d, A.shape[1]) if initial_state is None else initial_state.float()
+            needs_grad = torch.is_grad_enabled() and any(
+                t.requires_grad for t in (u, delta, A, B, C, h0, D, z, delta_bias) if t is not None
+            )
+            scan = _scan_torch_differentiable if needs_grad else _scan_torch
+            y, last = scan(u, delta, A, B, C, h0)
+            if D is not None:
+                y = y + u * D.float()
+        if z is not None:
+            y = y * F.silu(z.float())
     return y.to(dtype), last
 
 
