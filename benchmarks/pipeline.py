@@ -12,12 +12,15 @@ Prints, for the same frames (synthetic driving videos stored as H.264 segment sh
 5. resume points: the pipeline with a resume point per segment against none (the cost
    of a state checkpoint per segment).
 
-Usage: python benchmarks/pipeline.py [--videos 4] [--frames 48] [--size 192x384] [--preset PATH|demo]
+Usage: python benchmarks/pipeline.py [--videos 4] [--frames 48] [--size 192x384] [--checkpoint PATH]
+On a GPU (random weights: cost does not depend on them), B1 at the paper's 480p:
+  python benchmarks/pipeline.py --device cuda --preset tv3s-b1-vspw --size 480x853 --precision bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -38,16 +41,21 @@ from tv3s.pipeline.synthetic_archive import write_synthetic_archive  # noqa: E40
 from tv3s.schemas.job import JobSpec  # noqa: E402
 
 
-def spec_for(shards: list[str], out: str, checkpoint: str, checkpoint_every: int = 1, **resources) -> JobSpec:
+def spec_for(shards: list[str], out: str, model: dict, checkpoint_every: int = 1, **resources) -> JobSpec:
     return JobSpec.model_validate({
-        "name": "bench", "inputs": {"shards": shards, "resize": "none"}, "model": {"checkpoint": checkpoint},
+        "name": "bench", "inputs": {"shards": shards, "resize": "none"}, "model": model,
         "output": out, "resources": {"chunk_frames": 12, "cpus_per_actor": torch.get_num_threads(), **resources},
         "state": {"checkpoint_every": checkpoint_every},
     })
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def pipeline_seconds(spec: JobSpec, batched: bool = False) -> tuple[float, int]:
-    worker = make_worker(spec, torch.device("cpu"))
+    worker = make_worker(spec, torch.device(spec.model.device if spec.model.device != "auto" else "cpu"))
     chains, _ = plan_job(spec, Store())
     t0 = time.perf_counter()
     outcomes = worker.process_many(chains) if batched else [worker.process(c) for c in chains]
@@ -60,32 +68,44 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--size", default="192x384")
     parser.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT))
+    parser.add_argument("--preset", help="a preset with random weights instead of --checkpoint")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    model_spec = ({"preset": args.preset, "random_weights": True} if args.preset else {"checkpoint": args.checkpoint})
+    model_spec.update(device=args.device, precision=args.precision)
     height, width = (int(v) for v in args.size.split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="tv3s-bench-"))
     store = Store()
     shards, _ = write_synthetic_archive(str(tmp), store, args.videos, args.frames, height, width)
     total = args.videos * args.frames
-    print(f"{args.videos} videos x {args.frames} frames of {width}x{height}, {torch.get_num_threads()} threads, "
-          f"checkpoint {Path(args.checkpoint).name}", flush=True)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"{args.videos} videos x {args.frames} frames of {width}x{height}, {where}, {args.precision}, "
+          f"{args.preset + ' (random weights)' if args.preset else Path(args.checkpoint).name}", flush=True)
 
     def fresh(name: str, checkpoint_every: int = 1, **resources) -> JobSpec:
-        return spec_for(shards, str(tmp / name), args.checkpoint, checkpoint_every, **resources)
+        return spec_for(shards, str(tmp / name), model_spec, checkpoint_every, **resources)
 
     # 1. model only, on frames decoded beforehand (same chunking as the pipeline)
     spec = fresh("warm")
-    worker = make_worker(spec, torch.device("cpu"))
+    worker = make_worker(spec, device)
     chains, _ = plan_job(spec, store)
     decoded = [[c.frames for c in iter_video(chain.runs(chain.units), store, lambda e: None, ResizeRule(scale=None),
                                              12)] for chain in chains]
     model = worker.model
-    model.predict_stream(decoded[0][0][:2])  # warm-up
-    t0 = time.perf_counter()
-    for chunks in decoded:
-        state = None
-        for frames in chunks:
-            _, state = model.predict_stream(frames, state)
+    autocast = (torch.autocast("cuda", dtype=worker.options.autocast) if worker.options.autocast is not None
+                else contextlib.nullcontext())
+    with autocast:
+        model.predict_stream(decoded[0][0][:2])  # warm-up
+        synchronize(device)
+        t0 = time.perf_counter()
+        for chunks in decoded:
+            state = None
+            for frames in chunks:
+                _, state = model.predict_stream(frames, state)
+        synchronize(device)
     model_s = time.perf_counter() - t0
     print(f"model only:        {total / model_s:7.2f} frames/s", flush=True)
 
