@@ -103,6 +103,22 @@ def _chunk_len(n: int, d: int, s: int, length: int) -> int:
     return max(1, min(length, _MAX_CHUNK, _CHUNK_ELEMENTS // max(1, n * d * s)))
 
 
+def _as_chunks(u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The L tokens as M chunks of K = ⌈√L⌉: Δ and u [N,M,K,D], B [N,M,K,1,S], C [N,M,K,S,1].
+
+    The tail is padded with Δ = 0 tokens: decay 1 and input 0, so they change nothing.
+    """
+    n, length, d = u.shape
+    s = B.shape[-1]
+    k = math.isqrt(length - 1) + 1
+    m = -(-length // k)
+    pad = m * k - length
+    if pad:
+        u, delta = F.pad(u, (0, 0, 0, pad)), F.pad(delta, (0, 0, 0, pad))
+        B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
+    return (delta.reshape(n, m, k, d), u.reshape(n, m, k, d), B.reshape(n, m, k, 1, s), C.reshape(n, m, k, s, 1))
+
+
 def _scan_block(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,15 +133,10 @@ def _scan_block(
     """
     n, length, d = u.shape
     s = A.shape[1]
-    k = math.isqrt(length - 1) + 1
-    m = -(-length // k)
-    pad = m * k - length  # padded tokens have Δ = 0: decay 1 and input 0, so they change nothing
-    if pad:
-        u, delta = F.pad(u, (0, 0, 0, pad)), F.pad(delta, (0, 0, 0, pad))
-        B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
-    dl = delta.reshape(n, m, k, d)
+    dl, uc, Bc, Cc = _as_chunks(u, delta, B, C)
+    m, k = dl.shape[1:3]
     decay = torch.exp_(dl.unsqueeze(-1) * A)  # [N, M, K, D, S]: one token's decay
-    states = (dl * u.reshape(n, m, k, d)).unsqueeze(-1) * B.reshape(n, m, k, 1, s)
+    states = (dl * uc).unsqueeze(-1) * Bc
     for j in range(1, k):  # states within each chunk, from zero
         states[:, :, j].addcmul_(decay[:, :, j], states[:, :, j - 1])
     torch.mul(torch.cumsum(dl, dim=2).unsqueeze(-1), A, out=decay).exp_()  # decay since the chunk's start
@@ -134,7 +145,7 @@ def _scan_block(
     for j in range(1, m):
         torch.addcmul(states[:, j - 1, -1], decay[:, j - 1, -1], carries[:, j - 1], out=carries[:, j])
     states.addcmul_(decay, carries.unsqueeze(2))
-    y = torch.matmul(states, C.reshape(n, m, k, s, 1)).reshape(n, m * k, d)[:, :length]
+    y = torch.matmul(states, Cc).reshape(n, m * k, d)[:, :length]
     return y, states[:, -1, -1].clone()
 
 
@@ -164,15 +175,10 @@ def _scan_torch_differentiable(
     """
     n, length, d = u.shape
     s = A.shape[1]
-    k = max(1, math.isqrt(length))
-    m = -(-length // k)
-    pad = m * k - length  # padded tokens have Δ = 0: decay 1 and input 0, so they change nothing
-    if pad:
-        u, delta = F.pad(u, (0, 0, 0, pad)), F.pad(delta, (0, 0, 0, pad))
-        B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
-    dl = delta.reshape(n, m, k, d)
+    dl, uc, Bc, Cc = _as_chunks(u, delta, B, C)
+    m, k = dl.shape[1:3]
     decay = torch.exp(dl.unsqueeze(-1) * A)  # [N, M, K, D, S]
-    inputs = (dl * u.reshape(n, m, k, d)).unsqueeze(-1) * B.reshape(n, m, k, 1, s)
+    inputs = (dl * uc).unsqueeze(-1) * Bc
     local, state = [], h.new_zeros(n, m, d, s)
     for j in range(k):
         state = decay[:, :, j] * state + inputs[:, :, j]
@@ -183,7 +189,7 @@ def _scan_torch_differentiable(
     for j in range(m - 1):
         carries.append(cumulative[:, j, -1] * carries[-1] + local_states[:, j, -1])
     states = local_states + cumulative * torch.stack(carries, dim=1).unsqueeze(2)
-    y = torch.matmul(states, C.reshape(n, m, k, s, 1)).reshape(n, m * k, d)[:, :length]
+    y = torch.matmul(states, Cc).reshape(n, m * k, d)[:, :length]
     return y, states[:, -1, -1]
 
 
