@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 
 from tqdm import tqdm
@@ -144,11 +144,19 @@ class JobRunner:
         cancel_url = self.output.uri(job_paths(self.spec.name)["cancel"])
         bar = tqdm(total=summary.units, unit="unit", desc=f"job {self.spec.name}", disable=not self.progress)
         frames_seen = 0
-        last_poll = 0.0
+        last_poll = started = time.monotonic()
+        chains_left = Counter(c.video_id for c in chains)  # a video is done when all its chains are
         from ray.util.metrics import Gauge
 
         queue = Gauge("tv3s_job_queue_depth", "chains waiting for an actor", tag_keys=("job",))
         queue.set_default_tags({"job": self.spec.name})
+
+        def show(frames: int) -> None:
+            elapsed = max(time.monotonic() - started, 1e-9)
+            bar.set_postfix({"videos": f"{sum(left == 0 for left in chains_left.values())}/{len(chains_left)}",
+                             "frames": frames, "fps": f"{frames / elapsed:.1f}", "errors": summary.errors,
+                             "queued": len(pending)})
+
         try:
             while pending or running:
                 if self.output.fs.exists(self.paths["cancel"]):
@@ -194,15 +202,18 @@ class JobRunner:
                         bar.update(outcome.units_committed + outcome.units_already_done)
                         if outcome.cancelled:
                             summary.state = "cancelled"
+                        else:
+                            chains_left[outcome.video_id] -= 1
                 if self.progress and time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
                     frames_seen = self._live_frames(actors, frames_seen)
-                    bar.set_postfix(frames=frames_seen, errors=summary.errors, queued=len(pending))
+                    show(frames_seen)
                     self._write_status(summary)
                 if not idle and not running and pending and not pings:
                     raise JobError("no actor is left to run the remaining chains")
         finally:
             queue.set(len(pending))
+            show(max(frames_seen, summary.frames))
             bar.close()
 
     def _retry(self, chain: Chain, attempt: int, exc: Exception, pending: deque, summary: JobSummary,
