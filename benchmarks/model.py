@@ -8,8 +8,9 @@ Everything is measured in one run on this machine, against a baseline from the s
 * **our clip mode** - the same outputs, each frame encoded once and reused by every clip.
 * **stream mode** - the Mamba state carried frame to frame: one encoder pass and one
   frame of Mamba tokens per output frame.
-* **selective scan** - the vectorised chunked scan vs the per-token loop (both float32,
-  same inputs), at the shapes of one B1 decoder layer (stream: one frame; clip: 4 frames).
+* **selective scan** - the inference scan (cache-sized blocks on CPU) vs the per-token
+  loop of the reference (both float32, same inputs), at the shapes of one B1 decoder
+  layer (stream: one frame; clip: 4 frames).
 
 Usage: python benchmarks/model.py [--frames 12] [--size 480x640] [--presets tv3s-b0-vspw,tv3s-b1-vspw]
 Weights are random: cost does not depend on them.
@@ -93,7 +94,7 @@ def main() -> None:
             verdict = "" if goal is None else f"<= {goal}  {'met' if ratio <= goal else 'NOT met'}"
             print(f"  {mode:<24}{cost:>9.3f}{1 / cost:>10.2f}{ratio:>12.3f}  {verdict}")
     print("\nselective scan, B1 decoder layer shapes (12 windows x 512 channels x 16 states)")
-    print(f"  {'tokens/window':<24}{'chunked ms':>11}{'loop ms':>10}{'speed-up':>10}  goal")
+    print(f"  {'tokens/window':<24}{'blocked ms':>11}{'loop ms':>10}{'speed-up':>10}  goal")
     for label, length in (("400 (stream, 1 frame)", 400), ("1600 (clip, 4 frames)", 1600)):
         fast, loop = bench_scan(12, length)
         ratio = loop / fast

@@ -44,18 +44,30 @@ def test_scan_with_fast_decay_stays_finite_and_exact():
     torch.testing.assert_close(h, h_ref, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("block", [1, 5, 10, 49])
-def test_scan_in_blocks_equals_one_block(monkeypatch, block):
-    """The CPU scan cuts long sequences into cache-sized blocks carrying the state: same numbers."""
+@pytest.mark.parametrize("algorithm", ["steps", "two_level"])
+@pytest.mark.parametrize("block", [1, 5, 10, 49, 50])
+@pytest.mark.parametrize("dt_scale", [1.0, 6.0])
+def test_both_block_scans_in_any_blocks_match_reference(algorithm, block, dt_scale):
+    """CPU scans token by token in cache-sized blocks, GPUs two-level in one block: both are
+    checked here on CPU, cut into blocks carrying the state, with ordinary and very fast decays."""
     import tv3s.model.ssm as ssm
 
-    u, delta, A, B, C, D, z, bias, h0 = scan_inputs(length=50)
-    y_ref, h_ref = selective_scan_reference(u, delta, A, B, C, D, z, bias, h0)
+    u, delta, A, B, C, D, z, bias, h0 = scan_inputs(length=50, dt_scale=dt_scale)
+    A = A * (20 if dt_scale > 1 else 1)
+    y_ref, h_ref = selective_scan_reference(u, delta, A, B, C, None, None, bias, h0)
     n, _, d = u.shape
-    monkeypatch.setitem(ssm._BLOCK_ELEMENTS, "cpu", block * n * d * A.shape[1])
-    y, h = selective_scan(u, delta, A, B, C, D, z, bias, h0, backend="torch")
+    block_scan = ssm._scan_steps if algorithm == "steps" else ssm._scan_block
+    y, h = ssm._scan_torch(u, F.softplus(delta + bias), A, B, C, h0, plan=(block_scan, block * n * d * A.shape[1]))
+    assert torch.isfinite(y).all()
     torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(h, h_ref, atol=2e-5, rtol=1e-4)
+
+
+def test_scan_plan_per_device():
+    import tv3s.model.ssm as ssm
+
+    assert ssm.scan_plan(torch.device("cpu"))[0] is ssm._scan_steps
+    assert ssm.scan_plan(torch.device("cuda"))[0] is ssm._scan_block
 
 
 @pytest.mark.parametrize("cut", [1, 17, 49])
