@@ -6,11 +6,14 @@ Prints, for the same frames (synthetic driving videos stored as H.264 segment sh
 2. pipeline: what an actor does (read, decode in a prefetch thread, model, masks and
    statistics, Parquet commit with a resume point per segment), without Ray; ratio to 1
    (goal >= 0.9);
-3. the same job through Ray (`JobRunner`, one actor), excluding Ray and actor start-up;
+3. resume points: the pipeline with a resume point per segment against none (the cost
+   of a state checkpoint per segment);
 4. multi-video batching: the pipeline with `videos_per_batch` videos per forward pass
    against one at a time;
-5. resume points: the pipeline with a resume point per segment against none (the cost
-   of a state checkpoint per segment).
+5. the same job through Ray (`JobRunner`, one actor), excluding Ray and actor start-up.
+
+Each ratio compares runs made one right after the other, `--repeats` times (median printed
+with every pair's value): the speed of these machines drifts within minutes.
 
 Usage: python benchmarks/pipeline.py [--videos 4] [--frames 48] [--size 192x384] [--checkpoint PATH]
 On a GPU (random weights: cost does not depend on them), B1 at the paper's 480p:
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of runs behind each ratio")
     args = parser.parse_args()
     device = torch.device(args.device)
     model_spec = ({"preset": args.preset, "random_weights": True} if args.preset else {"checkpoint": args.checkpoint})
@@ -88,45 +94,66 @@ def main() -> None:
     def fresh(name: str, checkpoint_every: int = 1, **resources) -> JobSpec:
         return spec_for(shards, str(tmp / name), model_spec, checkpoint_every, **resources)
 
-    # 1. model only, on frames decoded beforehand (same chunking as the pipeline)
+    # model only, on frames decoded beforehand (same chunking as the pipeline)
     spec = fresh("warm")
     worker = make_worker(spec, device)
     chains, _ = plan_job(spec, store)
     decoded = [[c.frames for c in iter_video(chain.runs(chain.units), store, lambda e: None, ResizeRule(scale=None),
                                              12)] for chain in chains]
     model = worker.model
-    autocast = (torch.autocast("cuda", dtype=worker.options.autocast) if worker.options.autocast is not None
-                else contextlib.nullcontext())
-    with autocast:
-        model.predict_stream(decoded[0][0][:2])  # warm-up
-        synchronize(device)
-        t0 = time.perf_counter()
-        for chunks in decoded:
-            state = None
-            for frames in chunks:
-                _, state = model.predict_stream(frames, state)
-        synchronize(device)
-    model_s = time.perf_counter() - t0
-    print(f"model only:        {total / model_s:7.2f} frames/s", flush=True)
 
-    # 2. the actor's pipeline without Ray
-    pipe_s, frames = pipeline_seconds(fresh("pipe"))
-    assert frames == total, (frames, total)
-    print(f"pipeline:          {total / pipe_s:7.2f} frames/s  = {model_s / pipe_s:.2f}x model only (goal >= 0.9)",
+    def autocast():
+        if worker.options.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=worker.options.autocast)
+
+    def model_only() -> float:
+        with autocast():
+            synchronize(device)
+            t0 = time.perf_counter()
+            for chunks in decoded:
+                state = None
+                for frames in chunks:
+                    _, state = model.predict_stream(frames, state)
+            synchronize(device)
+        return time.perf_counter() - t0
+
+    runs = itertools.count()
+
+    def pipeline(batched: bool = False, **settings) -> float:
+        seconds, frames = pipeline_seconds(fresh(f"run{next(runs)}", **settings), batched)
+        assert frames == total, (frames, total)
+        return seconds
+
+    with autocast():
+        model.predict_stream(decoded[0][0][:2])  # warm-up
+    # The machine's speed drifts by tens of percent within minutes: every figure is a ratio of
+    # runs made one right after the other, repeated, and the median is printed with each pair.
+    segments = total // 12
+    model_s, vs_model, resume_ms, resume_x, vs_batch = [], [], [], [], []
+    for _ in range(args.repeats):
+        m, p = model_only(), pipeline()
+        none, p2 = pipeline(checkpoint_every=10**6), pipeline()
+        b = pipeline(batched=True, videos_per_batch=args.videos)
+        model_s.append(m)
+        vs_model.append(m / p)
+        with_points = (p + p2) / 2  # on both sides of the run without them
+        resume_ms.append((with_points - none) / segments * 1000)
+        resume_x.append(with_points / none)
+        vs_batch.append(p2 / b)
+
+    def runs_of(values: list[float], fmt: str = ".2f") -> str:
+        return f"[runs: {', '.join(format(v, fmt) for v in values)}]"
+
+    print(f"model only:        {total / statistics.median(model_s):7.2f} frames/s", flush=True)
+    print(f"pipeline:          {statistics.median(vs_model):.2f}x model only (goal >= 0.9) {runs_of(vs_model)}",
+          flush=True)
+    print(f"resume points:     {statistics.median(resume_ms):+.1f} ms per segment of 12 frames "
+          f"({statistics.median(resume_x):.3f}x the pipeline without them) {runs_of(resume_ms, '+.1f')}", flush=True)
+    print(f"batched x{args.videos}:        {statistics.median(vs_batch):.2f}x one video at a time {runs_of(vs_batch)}",
           flush=True)
 
-    # 5. resume points: one per segment vs none
-    none_s, _ = pipeline_seconds(fresh("nostate", checkpoint_every=10**6))
-    segments = total // 12
-    print(f"resume points:     {(pipe_s - none_s) / segments * 1000:+7.1f} ms per segment "
-          f"({pipe_s / none_s:.3f}x the pipeline without them)", flush=True)
-
-    # 4. multi-video batching
-    batch_s, _ = pipeline_seconds(fresh("batch", videos_per_batch=args.videos), batched=True)
-    print(f"batched x{args.videos}:        {total / batch_s:7.2f} frames/s  = {pipe_s / batch_s:.2f}x one video "
-          "at a time", flush=True)
-
-    # 3. through Ray, one actor
+    # through Ray, one actor, against a model-only run just before it
     if not args.skip_ray:
         import ray
 
@@ -136,12 +163,13 @@ def main() -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(num_cpus=torch.get_num_threads(), include_dashboard=False, log_to_driver=False)
         try:
+            m = model_only()
             summary = JobRunner(fresh("ray", actors=1), progress=False).run()
         finally:
             ray.shutdown()
         print(f"Ray job (1 actor): {summary.frames / summary.labeling_seconds:7.2f} frames/s once the actor is up "
-              f"= {model_s / summary.labeling_seconds:.2f}x model only; {summary.seconds:.1f} s in all with Ray, "
-              "planning and model loading", flush=True)
+              f"= {m / summary.labeling_seconds:.2f}x model only (its first segment pays the actor's cold start); "
+              f"{summary.seconds:.1f} s in all with Ray, planning and model loading", flush=True)
     print(f"(scratch data in {tmp})")
 
 
