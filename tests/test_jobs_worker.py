@@ -113,3 +113,29 @@ def test_several_videos_batched_through_one_model_match_the_reference(archive, r
         assert same > 0.999, (a["video_id"], a["frame_index"], same)
         assert a["mean_confidence"] == pytest.approx(b["mean_confidence"], abs=1e-4)
         assert a["temporal_state"] == b["temporal_state"] and a["source_member"] == b["source_member"]
+
+
+def test_status_of_a_running_job_gives_rate_and_eta(archive, tmp_path, capsys):
+    """`tv3s status` mid-job: what is committed, the driver's pace and the time left at that pace."""
+    from tv3s.cli import main
+    from tv3s.jobs.runner import JobRunner, JobSummary
+    from tv3s.jobs.status import job_progress
+
+    spec = job_spec(archive, str(tmp_path / "out"))
+    runner = JobRunner(spec, progress=False)
+    chains, _ = plan_job(spec, Store())
+    runner._record_plan(chains)
+    outcome = make_worker(spec, CPU).process(chains[0])  # one video done, the others not started
+    units = sum(len(c.units) for c in chains)
+    summary = JobSummary(spec.name, "running", 4, len(chains), units, units_committed=outcome.units_committed,
+                         frames=outcome.frames, seconds=12.0)
+    runner._write_status(summary)
+    report = job_progress(open_output(spec), spec.name)
+    assert (report["state"], report["videos_done"], report["units_done"]) == ("running", 1, outcome.units_committed)
+    assert report["eta_seconds"] == pytest.approx((units - outcome.units_committed) * 12.0 / outcome.units_committed)
+    assert main(["status", spec.output]) == 0
+    line = capsys.readouterr().out
+    assert "running  videos 1/4" in line and "frames/s" in line and "ETA 0m" in line
+    summary.state = "finished"
+    runner._write_status(summary)
+    assert job_progress(open_output(spec), spec.name)["eta_seconds"] is None

@@ -36,9 +36,22 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=1))
         return 0
     for r in reports:
-        print(f"job {r['name']}: {r['state']}  videos {r['videos_done']}/{r['videos']}  units "
-              f"{r['units_done']}/{r['units']}  frames {r['frames']}  errors {r['errors']}")
+        line = (f"job {r['name']}: {r['state']}  videos {r['videos_done']}/{r['videos']}  units "
+                f"{r['units_done']}/{r['units']}  frames {r['frames']}  errors {r['errors']}")
+        if r["frames_per_second"]:
+            line += f"  {r['frames_per_second']:.1f} frames/s"
+        if r["eta_seconds"] is not None:
+            line += f"  ETA {_duration(r['eta_seconds'])}"
+        if r["updated_at"]:
+            line += f"  (driver's last update {r['updated_at']})"
+        print(line)
     return 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def run_cancel(args: argparse.Namespace) -> int:

@@ -101,7 +101,7 @@ class JobRunner:
     def run(self) -> JobSummary:
         import ray
 
-        started = time.perf_counter()
+        started = self._started = time.perf_counter()
         spec = self.spec
         chains, input_errors = plan_job(spec, self.store, self.progress)
         self._record_plan(chains)
@@ -204,10 +204,12 @@ class JobRunner:
                             summary.state = "cancelled"
                         else:
                             chains_left[outcome.video_id] -= 1
-                if self.progress and time.monotonic() - last_poll > 2:
+                if time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
-                    frames_seen = self._live_frames(actors, frames_seen)
-                    show(frames_seen)
+                    if self.progress:
+                        frames_seen = self._live_frames(actors, frames_seen)
+                        show(frames_seen)
+                    summary.seconds = time.perf_counter() - self._started  # so far: `tv3s status` rates from it
                     self._write_status(summary)
                 if not idle and not running and pending and not pings:
                     raise JobError("no actor is left to run the remaining chains")

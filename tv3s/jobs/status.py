@@ -39,8 +39,14 @@ def job_progress(output: Output, name: str) -> dict:
     state = status.get("state", "planned")
     if state == "running" and videos_done == len(videos):
         state = "finished (driver gone before recording it)"
+    units = sum(videos.values())
+    seconds, committed = status.get("seconds") or 0.0, status.get("units_committed") or 0
+    eta = None
+    if state == "running" and seconds and committed:  # this run's pace per unit, start-up included
+        eta = (units - units_done) * seconds / committed
     return {
         "name": name, "state": state, "videos": len(videos), "videos_done": videos_done,
-        "units": sum(videos.values()), "units_done": units_done, "frames": frames, "errors": errors,
+        "units": units, "units_done": units_done, "frames": frames, "errors": errors,
         "updated_at": status.get("updated_at"), "frames_per_second": status.get("frames_per_second"),
+        "eta_seconds": eta,
     }
