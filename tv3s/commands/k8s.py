@@ -11,14 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import positive_int
+
 NAME = "k8s"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,10 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--secret", metavar="NAME", default=DEFAULT_SECRET,
                         help=f"Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (default {DEFAULT_SECRET})")
     render.add_argument("--name", metavar="NAME", help="RayJob name (default: tv3s-<job name>, made a valid name)")
-    render.add_argument("--deadline", type=_positive_int, metavar="SECONDS", default=DEFAULT_DEADLINE_S,
+    render.add_argument("--deadline", type=positive_int, metavar="SECONDS", default=DEFAULT_DEADLINE_S,
                         help=f"activeDeadlineSeconds: fail the RayJob after this long (default {DEFAULT_DEADLINE_S}; "
                         "applying it again resumes the job)")
-    render.add_argument("--worker-cpus", type=_positive_int, metavar="N", help="CPUs per worker pod "
+    render.add_argument("--worker-cpus", type=positive_int, metavar="N", help="CPUs per worker pod "
                         "(default: enough for its actors, at least 4)")
     render.add_argument("--worker-memory", metavar="QTY", help="memory per worker pod, e.g. 48Gi "
                         "(default 32Gi for GPU pods, 8Gi for CPU pods)")
