@@ -162,32 +162,8 @@ class TV3S(nn.Module):
         processed ``frames_per_step`` at a time (memory), which is itself such a split.
         Logits are numpy, or with ``on_device`` a float32 tensor on the model's device.
         """
-        x = self.preprocess(frames)
-        t, h, w = frames.shape[0], frames.shape[1], frames.shape[2]
-        head = self.decode_head
-        layers = None
-        seen = 0
-        if state is not None:
-            self._check_state(state, (h, w))
-            layers, seen = state.to(self.device).layers, state.frames_seen
-        outs = []
-        geom = None
-        for start in range(0, t, max(1, frames_per_step)):
-            fused = self._fused(x[start:start + frames_per_step])
-            quarter = tuple(fused.shape[-2:])
-            geom = head.geometry(quarter)
-            grid = head.to_grid(fused, geom).unsqueeze(0)
-            tokens, layers = head.temporal(grid, geom, layers, self.backend)
-            outs.append(self._logits_out(head.classify(tokens[0], quarter), (h, w), full_resolution))
-        new_state = StreamState(
-            layers=layers,
-            model_fingerprint=self.cfg.fingerprint(),
-            weights_digest=self.weights_digest(),
-            input_hw=(h, w),
-            grid_hw=(geom.height, geom.width),
-            frames_seen=seen + t,
-        )
-        return self._returned(torch.cat(outs), on_device), new_state
+        logits, states = self.predict_stream_batch([frames], [state], full_resolution, frames_per_step, on_device)
+        return logits[0], states[0]
 
     @torch.inference_mode()
     def predict_stream_batch(
@@ -208,6 +184,7 @@ class TV3S(nn.Module):
             raise ValueError(f"{len(clips)} clips but {len(states)} states")
         if not clips:
             return [], []
+        inputs = [self.preprocess(c) for c in clips]  # each checked, with the error naming what is wrong
         shape = clips[0].shape
         if any(c.shape != shape for c in clips):
             raise ValueError(f"clips must share one shape to be batched, got {sorted({c.shape for c in clips})}")
@@ -215,7 +192,7 @@ class TV3S(nn.Module):
         for state in states:
             if state is not None:
                 self._check_state(state, (h, w))
-        x = self.preprocess(np.concatenate(clips)).view(b, t, 3, h, w)
+        x = torch.stack(inputs)  # [B, T, 3, H, W]
         head = self.decode_head
         layers = None
         outs: list[list[torch.Tensor]] = [[] for _ in range(b)]
