@@ -144,7 +144,7 @@ class JobRunner:
         cancel_url = self.output.uri(job_paths(self.spec.name)["cancel"])
         bar = tqdm(total=summary.units, unit="unit", desc=f"job {self.spec.name}", disable=not self.progress)
         frames_seen = 0
-        last_poll = started = time.monotonic()
+        last_poll = scheduled = time.monotonic()
         chains_left = Counter(c.video_id for c in chains)  # a video is done when all its chains are
         from ray.util.metrics import Gauge
 
@@ -152,7 +152,7 @@ class JobRunner:
         queue.set_default_tags({"job": self.spec.name})
 
         def show(frames: int) -> None:
-            elapsed = max(time.monotonic() - started, 1e-9)
+            elapsed = max(time.monotonic() - scheduled, 1e-9)
             bar.set_postfix({"videos": f"{sum(left == 0 for left in chains_left.values())}/{len(chains_left)}",
                              "frames": frames, "fps": f"{frames / elapsed:.1f}", "errors": summary.errors,
                              "queued": len(pending)})
