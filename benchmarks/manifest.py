@@ -26,12 +26,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from tv3s.pipeline.commit import Output, Part, UnitKey
-from tv3s.pipeline.compact import compact
-from tv3s.pipeline.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler, encode_parquet
-from tv3s.pipeline.masks import encode_mask_png, logits_to_labels
-from tv3s.pipeline.query import connect, run_query
-from tv3s.pipeline.stats import frame_stats
+from tv3s.pipeline.outputs.commit import Output, Part, UnitKey
+from tv3s.pipeline.outputs.compact import compact
+from tv3s.pipeline.outputs.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler, encode_parquet
+from tv3s.pipeline.outputs.masks import encode_mask_png, logits_to_labels
+from tv3s.pipeline.outputs.query import connect, run_query
+from tv3s.pipeline.outputs.stats import frame_stats
 from tv3s.schemas.classes import VSPW
 from tv3s.schemas.manifest import FRAMES_SCHEMA, ResetReason, TemporalState
 
@@ -58,7 +58,14 @@ def per_frame(frames: int, height: int, width: int) -> None:
     logits = [(base + 0.3 * smooth_logits(124, h, w, i + 1)).contiguous() for i in range(frames)]
     sources = [
         FrameSource(
-            "video", 0, i, "s3://bucket/shard.tar", width, height, "video.mp4", i,
+            "video",
+            0,
+            i,
+            "s3://bucket/shard.tar",
+            width,
+            height,
+            "video.mp4",
+            i,
             temporal_state=TemporalState.reset if i == 0 else TemporalState.carried,
             state_reset_reason=ResetReason.video_start if i == 0 else None,
         )
@@ -84,11 +91,12 @@ def per_frame(frames: int, height: int, width: int) -> None:
     for x, lab, source in zip(logits, labels, sources, strict=True):
         start = time.perf_counter()
         rows.append(labeler.describe(x, lab, source))  # PNG + statistics + validated row
+        labeler.remember(lab, source)
         t_describe.append(time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as tmp:
         writer = ManifestWriter(Output(tmp), run)
         start = time.perf_counter()
-        writer.commit_segments("video", 0, 0, rows, segments_expected=1)
+        writer.commit_units("video", 0, 0, rows, units_expected=1)
         t_write = (time.perf_counter() - start) / frames
     labels_s, png, stats = median(t_labels), median(t_png), median(t_stats)
     manifest = median(t_describe) + t_write
@@ -96,8 +104,10 @@ def per_frame(frames: int, height: int, width: int) -> None:
     print(f"  label map (official resize + argmax, needed anyway)  {labels_s * 1e3:8.1f}")
     print(f"  PNG encoding alone (baseline)                         {png * 1e3:8.1f}")
     print(f"  statistics alone                                      {stats * 1e3:8.1f}")
-    print(f"  manifest: PNG + stats + row + Parquet commit          {manifest * 1e3:8.1f}"
-          f"   (commit share {t_write * 1e3:.1f})")
+    print(
+        f"  manifest: PNG + stats + row + Parquet commit          {manifest * 1e3:8.1f}"
+        f"   (commit share {t_write * 1e3:.1f})"
+    )
     print(f"  manifest / PNG                                        {manifest / png:8.2f}   (goal <= 1.5)")
     print(f"  mask PNG {len(rows[0].mask_png) / 1024:.0f} KiB; torch threads {torch.get_num_threads()}")
 
@@ -113,7 +123,7 @@ def generated_part(video: int, rows: int, rng: np.random.Generator, masks: list[
     columns = {
         "job_id": pa.array(["bench"] * rows),
         "video_id": pa.array([f"video-{video:05d}"] * rows),
-        "segment_index": pa.array(np.arange(rows) // 100, pa.int32()),
+        "unit_index": pa.array(np.arange(rows) // 100, pa.int32()),
         "frame_index": pa.array(np.arange(rows), pa.int64()),
         "timestamp_s": pa.array(np.arange(rows) / 30.0),
         "source_url": pa.array([f"s3://bucket/shard-{video:05d}.tar"] * rows),
@@ -157,8 +167,10 @@ def query_times(total_rows: int, parts: int) -> None:
         report_queries(output, f"{parts} parts")
         start = time.perf_counter()
         report = compact(output, grace_s=0)
-        print(f"  compact: {report.files_in} parts -> {report.files_out} files "
-              f"({report.bytes_out / 2**20:.0f} MB) in {time.perf_counter() - start:.1f} s")
+        print(
+            f"  compact: {report.files_in} parts -> {report.files_out} files "
+            f"({report.bytes_out / 2**20:.0f} MB) in {time.perf_counter() - start:.1f} s"
+        )
         report_queries(output, f"{report.files_out} compacted files")
 
 

@@ -15,6 +15,7 @@ Everything is measured in one run on this machine, against a baseline from the s
 Usage: python benchmarks/model.py [--frames 12] [--size 480x640] [--presets tv3s-b0-vspw,tv3s-b1-vspw]
 Weights are random: cost does not depend on them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,7 +99,9 @@ def main() -> None:
     for label, length in (("400 (stream, 1 frame)", 400), ("1600 (clip, 4 frames)", 1600)):
         fast, loop = bench_scan(12, length)
         ratio = loop / fast
-        print(f"  {label:<24}{fast * 1e3:>11.1f}{loop * 1e3:>10.1f}{ratio:>10.1f}  >= 20  {'met' if ratio >= 20 else 'NOT met'}")
+        print(
+            f"  {label:<24}{fast * 1e3:>11.1f}{loop * 1e3:>10.1f}{ratio:>10.1f}  >= 20  {'met' if ratio >= 20 else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

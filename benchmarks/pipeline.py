@@ -40,18 +40,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tv3s import DEMO_CHECKPOINT  # noqa: E402
 from tv3s.jobs.actor import make_worker  # noqa: E402
 from tv3s.jobs.runner import plan_job  # noqa: E402
-from tv3s.pipeline.readers import ResizeRule, iter_video  # noqa: E402
+from tv3s.pipeline.ingest.chunks import iter_video
+from tv3s.pipeline.ingest.resize import ResizeRule  # noqa: E402
 from tv3s.pipeline.storage import Store  # noqa: E402
-from tv3s.pipeline.synthetic_archive import write_synthetic_archive  # noqa: E402
+from tv3s.pipeline.synthetic.archive import write_synthetic_archive  # noqa: E402
 from tv3s.schemas.job import JobSpec  # noqa: E402
 
 
 def spec_for(shards: list[str], out: str, model: dict, checkpoint_every: int = 1, **resources) -> JobSpec:
-    return JobSpec.model_validate({
-        "name": "bench", "inputs": {"shards": shards, "resize": "none"}, "model": model,
-        "output": out, "resources": {"chunk_frames": 12, "cpus_per_actor": torch.get_num_threads(), **resources},
-        "state": {"checkpoint_every": checkpoint_every},
-    })
+    return JobSpec.model_validate(
+        {
+            "name": "bench",
+            "inputs": {"shards": shards, "resize": "none"},
+            "model": model,
+            "output": out,
+            "resources": {"chunk_frames": 12, "cpus_per_actor": torch.get_num_threads(), **resources},
+            "state": {"checkpoint_every": checkpoint_every},
+        }
+    )
 
 
 def synchronize(device: torch.device) -> None:
@@ -80,7 +86,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="pairs of runs behind each ratio")
     args = parser.parse_args()
     device = torch.device(args.device)
-    model_spec = ({"preset": args.preset, "random_weights": True} if args.preset else {"checkpoint": args.checkpoint})
+    model_spec = {"preset": args.preset, "random_weights": True} if args.preset else {"checkpoint": args.checkpoint}
     model_spec.update(device=args.device, precision=args.precision)
     height, width = (int(v) for v in args.size.split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="tv3s-bench-"))
@@ -88,8 +94,11 @@ def main() -> None:
     shards, _ = write_synthetic_archive(str(tmp), store, args.videos, args.frames, height, width)
     total = args.videos * args.frames
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    print(f"{args.videos} videos x {args.frames} frames of {width}x{height}, {where}, {args.precision}, "
-          f"{args.preset + ' (random weights)' if args.preset else Path(args.checkpoint).name}", flush=True)
+    print(
+        f"{args.videos} videos x {args.frames} frames of {width}x{height}, {where}, {args.precision}, "
+        f"{args.preset + ' (random weights)' if args.preset else Path(args.checkpoint).name}",
+        flush=True,
+    )
 
     def fresh(name: str, checkpoint_every: int = 1, **resources) -> JobSpec:
         return spec_for(shards, str(tmp / name), model_spec, checkpoint_every, **resources)
@@ -98,8 +107,10 @@ def main() -> None:
     spec = fresh("warm")
     worker = make_worker(spec, device)
     chains, _ = plan_job(spec, store)
-    decoded = [[c.frames for c in iter_video(chain.runs(chain.units), store, lambda e: None, ResizeRule(scale=None),
-                                             12)] for chain in chains]
+    decoded = [
+        [c.frames for c in iter_video(chain.runs(chain.units), store, lambda e: None, ResizeRule(scale=None), 12)]
+        for chain in chains
+    ]
     model = worker.model
 
     def autocast():
@@ -146,12 +157,19 @@ def main() -> None:
         return f"[runs: {', '.join(format(v, fmt) for v in values)}]"
 
     print(f"model only:        {total / statistics.median(model_s):7.2f} frames/s", flush=True)
-    print(f"pipeline:          {statistics.median(vs_model):.2f}x model only (goal >= 0.9) {runs_of(vs_model)}",
-          flush=True)
-    print(f"resume points:     {statistics.median(resume_ms):+.1f} ms per segment of 12 frames "
-          f"({statistics.median(resume_x):.3f}x the pipeline without them) {runs_of(resume_ms, '+.1f')}", flush=True)
-    print(f"batched x{args.videos}:        {statistics.median(vs_batch):.2f}x one video at a time {runs_of(vs_batch)}",
-          flush=True)
+    print(
+        f"pipeline:          {statistics.median(vs_model):.2f}x model only (goal >= 0.9) {runs_of(vs_model)}",
+        flush=True,
+    )
+    print(
+        f"resume points:     {statistics.median(resume_ms):+.1f} ms per segment of 12 frames "
+        f"({statistics.median(resume_x):.3f}x the pipeline without them) {runs_of(resume_ms, '+.1f')}",
+        flush=True,
+    )
+    print(
+        f"batched x{args.videos}:        {statistics.median(vs_batch):.2f}x one video at a time {runs_of(vs_batch)}",
+        flush=True,
+    )
 
     # through Ray, one actor, against a model-only run just before it
     if not args.skip_ray:
@@ -167,9 +185,12 @@ def main() -> None:
             summary = JobRunner(fresh("ray", actors=1), progress=False).run()
         finally:
             ray.shutdown()
-        print(f"Ray job (1 actor): {summary.frames / summary.labeling_seconds:7.2f} frames/s once the actor is up "
-              f"= {m / summary.labeling_seconds:.2f}x model only (its first segment pays the actor's cold start); "
-              f"{summary.seconds:.1f} s in all with Ray, planning and model loading", flush=True)
+        print(
+            f"Ray job (1 actor): {summary.frames / summary.labeling_seconds:7.2f} frames/s once the actor is up "
+            f"= {m / summary.labeling_seconds:.2f}x model only (its first segment pays the actor's cold start); "
+            f"{summary.seconds:.1f} s in all with Ray, planning and model loading",
+            flush=True,
+        )
     print(f"(scratch data in {tmp})")
 
 

@@ -1,37 +1,16 @@
-"""Shared test helpers: the golden fixtures produced by the official TV3S code."""
+"""Shared test fixtures: the parity model and the session's S3 server; Ray kept on loopback."""
+
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from .raycluster import RAY_ENV
+from .support.fixtures import fixture_config, fixture_dir
+from .support.raycluster import RAY_ENV
 
 # Before anything imports Ray: Ray reads these once, at import (loopback only, explicit auth mode).
 os.environ.update(RAY_ENV)
-
-# The golden fixtures live beside the checkout (../shared/fixtures, as in CI); TV3S_FIXTURES
-# points elsewhere. Missing fixtures fail the tests that need them: a skip would hide it.
-FIXTURES = Path(os.environ.get("TV3S_FIXTURES") or Path(__file__).resolve().parents[1].parent / "shared" / "fixtures")
-FIXTURE_NAMES = ("tv3s-parity-small", "tv3s-parity-city-small", "tv3s-parity-swin-small")
-
-
-def fixture_dir(name: str) -> Path:
-    path = FIXTURES / name
-    if not path.is_dir():
-        pytest.fail(f"fixture {path} is missing: put ../shared beside the checkout or set TV3S_FIXTURES")
-    return path
-
-
-def fixture_config(name: str) -> dict:
-    return json.loads((fixture_dir(name) / "config.json").read_text())
-
-
-def fixture_frames(name: str) -> np.ndarray:
-    return np.load(fixture_dir(name) / "frames.npy")
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +30,10 @@ def s3():
 
     with s3_server() as server:
         yield server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the S3 server are marked `s3` (select or skip them with -m)."""
+    for item in items:
+        if "s3" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.s3)

@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 from tv3s.cli import main
-from tv3s.pipeline.frames import generate_demo_clip
-from tv3s.pipeline.masks import decode_mask_png
-from tv3s.pipeline.video_write import write_video
+from tv3s.pipeline.outputs.masks import decode_mask_png
+from tv3s.pipeline.outputs.video_write import write_video
 
-from .conftest import FIXTURES
+from .support.clips import generate_demo_clip
+from .support.fixtures import FIXTURES
+
 SMALL = FIXTURES / "tv3s-parity-small"
-
 
 
 @pytest.fixture(scope="module")
@@ -151,16 +151,50 @@ def test_demo(tmp_path, preset, capsys):
     assert str(out / "preview.png") in printed and str(out / "summary.json") in printed
     # a second run into the same folder needs --overwrite
     assert (
-        main(["demo-clip", "--out", str(out), "--preset", str(preset), "--frames", "2", "--height", "64", "--width", "96"])
+        main(
+            [
+                "demo-clip",
+                "--out",
+                str(out),
+                "--preset",
+                str(preset),
+                "--frames",
+                "2",
+                "--height",
+                "64",
+                "--width",
+                "96",
+            ]
+        )
         == 2
     )
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_demo_runs_a_real_job_end_to_end(tmp_path, capsys):
     """The README's demo: archive on a local S3 server, a local Ray, query, ground truth, overlays."""
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--videos", "2", "--frames", "12", "--height", "64", "--width", "128",
-                 "--actors", "1"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--videos",
+                "2",
+                "--frames",
+                "12",
+                "--height",
+                "64",
+                "--width",
+                "128",
+                "--actors",
+                "1",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "local S3 server (moto) at http://127.0.0.1:" in printed and "finished: 24 frames" in printed
     assert "drive000 | 12" in printed and "mIoU" in printed

@@ -10,11 +10,47 @@ import argparse
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import compact, demo, demo_clip, export, index, job_control, k8s, query, render, run, schema, segment, shards, submit, synth, synth_eval, train
+from .commands import (
+    compact,
+    demo,
+    demo_clip,
+    export,
+    index,
+    job_control,
+    k8s,
+    query,
+    render,
+    run,
+    schema,
+    segment,
+    shards,
+    submit,
+    synth,
+    synth_eval,
+    train,
+)
 from .commands import eval as eval_
 
-COMMANDS = (run, submit, job_control, schema, demo, segment, demo_clip, index, shards, synth, synth_eval, train, query, compact,
-            render, export, eval_, k8s)
+COMMANDS = (
+    run,
+    submit,
+    job_control,
+    schema,
+    demo,
+    segment,
+    demo_clip,
+    index,
+    shards,
+    synth,
+    synth_eval,
+    train,
+    query,
+    compact,
+    render,
+    export,
+    eval_,
+    k8s,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 For the tests and the demo: moto is a development dependency (`pip install tv3s[dev]`), its
 data lives in memory, and the server listens on loopback only. Never a production store.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,11 @@ class S3Server:
     @property
     def env(self) -> dict[str, str]:
         """The same, as the environment variables botocore reads (the usual place for credentials)."""
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_ENDPOINT_URL": self.endpoint_url}
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+        }
 
     def filesystem(self):
         import s3fs
@@ -74,9 +79,9 @@ def s3_server() -> Iterator[S3Server]:
             try:
                 urllib.request.urlopen(url + "/moto-api/", timeout=1)
                 break
-            except Exception:
+            except Exception as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on {url}")
+                    raise RuntimeError(f"moto_server did not start on {url}") from exc
                 time.sleep(0.1)
         yield S3Server(url, proc.pid)
     finally:

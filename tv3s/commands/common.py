@@ -13,11 +13,10 @@ from typing import Any
 
 import torch
 
-from ..pipeline.predict import MODES
-from ..pipeline.segment import SegmentOptions
+from ..model.predict import MODES
+from ..pipeline.local.segment import SegmentOptions
 
 DEFAULT_PRESET = "tv3s-b0-vspw"
-RANDOM_WEIGHTS_SEED = 0
 RANDOM_WEIGHTS_WARNING = (
     "RANDOM WEIGHTS: the model was not loaded from a checkpoint, so its masks are meaningless. "
     "Use this only to test the pipeline; pass --checkpoint PATH for real pseudo-labels."
@@ -76,14 +75,13 @@ def run_options(args: argparse.Namespace) -> SegmentOptions:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError(
-            f"--device cuda: torch {torch.__version__} sees no CUDA device; use --device cpu "
-            "or install a CUDA build of torch on a GPU machine."
-        )
-    return torch.device(name)
+    """--device as a torch device (the rule jobs use); a device that cannot be used is a usage error."""
+    from ..model.loading import DeviceError, choose_device
+
+    try:
+        return choose_device(name)
+    except DeviceError as exc:
+        raise UsageError(f"--{exc}") from None
 
 
 def load_model(
@@ -94,28 +92,23 @@ def load_model(
     Without a checkpoint this refuses unless `random_weights`: silently
     producing random pseudo-labels is the worst failure of a labeling tool.
     """
-    from ..model import build_model, build_model_from_checkpoint
+    from ..model.loading import load_model as load
 
     check_weights_choice(checkpoint, random_weights)
     if checkpoint is not None:
-        model = build_model_from_checkpoint(checkpoint)
+        model = load(checkpoint, None, device)
         info: dict[str, Any] = {"checkpoint": str(checkpoint), "random_weights": False}
     else:
-        config = preset_config(preset or DEFAULT_PRESET)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_WEIGHTS_SEED)  # same random model on every run
-            try:
-                model = build_model(config)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise UsageError(f"--preset {preset}: {exc}") from exc
+        try:
+            model = load(None, preset_config(preset or DEFAULT_PRESET), device)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UsageError(f"--preset {preset}: {exc}") from exc
         info = {
             "checkpoint": None,
             "preset": preset or DEFAULT_PRESET,
             "random_weights": True,
             "warning": RANDOM_WEIGHTS_WARNING,
         }
-    model.to(device)
-    model.eval()
     info["device"] = str(device)
     return model, info
 

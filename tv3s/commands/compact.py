@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..pipeline.commit import CommitError
-from ..pipeline.compact import DEFAULT_GRACE_S, TARGET_BYTES, compact
+from ..pipeline.outputs.commit import CommitError
+from ..pipeline.outputs.compact import DEFAULT_GRACE_S, TARGET_BYTES, compact
 from .output_args import add_output_arguments, open_output
 
 NAME = "compact"
@@ -21,11 +21,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "any more are deleted once older than --grace-minutes.",
     )
     add_output_arguments(parser)
-    parser.add_argument("--target-mb", type=float, default=TARGET_BYTES / 2**20, metavar="MB",
-                        help=f"size of the merged files (default {TARGET_BYTES >> 20})")
-    parser.add_argument("--grace-minutes", type=float, default=DEFAULT_GRACE_S / 60, metavar="MIN",
-                        help="keep replaced and abandoned files this long, for readers and writers still using "
-                        f"them (default {DEFAULT_GRACE_S / 60:g}; 0 only when nothing else uses the output)")
+    parser.add_argument(
+        "--target-mb",
+        type=float,
+        default=TARGET_BYTES / 2**20,
+        metavar="MB",
+        help=f"size of the merged files (default {TARGET_BYTES >> 20})",
+    )
+    parser.add_argument(
+        "--grace-minutes",
+        type=float,
+        default=DEFAULT_GRACE_S / 60,
+        metavar="MIN",
+        help="keep replaced and abandoned files this long, for readers and writers still using "
+        f"them (default {DEFAULT_GRACE_S / 60:g}; 0 only when nothing else uses the output)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -39,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 1
     if report.snapshot:
-        print(f"merged {report.files_in} parts ({report.bytes_in / 2**20:.1f} MB) into {report.files_out} "
-              f"({report.bytes_out / 2**20:.1f} MB, {report.rows} rows): {report.snapshot}")
+        print(
+            f"merged {report.files_in} parts ({report.bytes_in / 2**20:.1f} MB) into {report.files_out} "
+            f"({report.bytes_out / 2**20:.1f} MB, {report.rows} rows): {report.snapshot}"
+        )
     else:
         print("nothing to merge")
     print(f"deleted {report.deleted} files no reader needs")

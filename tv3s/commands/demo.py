@@ -17,6 +17,14 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
+    import numpy as np
+
+    from ..jobs.runner import JobSummary
+    from ..schemas.job import JobSpec
 
 NAME = "demo"
 SEGMENT_FRAMES = 12
@@ -54,42 +62,95 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace, out: Path, root: str, options: dict) -> int:
-    from .. import DEMO_CHECKPOINT
-    from ..jobs.runner import open_output, run_job
-    from ..pipeline.metrics import Evaluation
-    from ..pipeline.masks import decode_mask_png
-    from ..pipeline.query import connect, format_table, run_query
-    from ..pipeline.render import RenderOptions, render_lowest_confidence, render_video
+    """The demo's stages in order; exit status 0 only if the job finished."""
+    from ..jobs.runner import open_output
+    from ..pipeline.outputs.query import connect
+
+    shards, truth = _write_archive(args, root, options)
+    spec = _job_spec(args, root, options, shards)
+    summary = _label(args, out, spec)
+    output = open_output(spec)
+    con = connect(output)
+    _print_videos(con)
+    result = _evaluate(con, truth)
+    _render(con, out, sorted(truth)[0], options)
+    if root.startswith("s3://"):
+        output.fs.get(output.full(""), str(out / "labels"), recursive=True)
+    (out / "summary.json").write_text(
+        json.dumps(
+            {"job": summary.__dict__, "ground_truth": {k: result[k] for k in ("mIoU", "mVC_8", "mVC_16")}},
+            indent=1,
+            default=str,
+        )
+    )
+    print(f'results copied to {out / "labels"}: tv3s query {out / "labels"} "SELECT * FROM videos"')
+    return 0 if summary.state == "finished" else 1
+
+
+def _write_archive(args: argparse.Namespace, root: str, options: dict) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Stage 1: synthetic videos as shards under ``root``/archive; (shard URLs, ground-truth labels by video)."""
     from ..pipeline.storage import Store
-    from ..pipeline.synthetic import NUM_CLASSES
-    from ..pipeline.synthetic_archive import write_synthetic_archive
-    from ..schemas.job import JobSpec
+    from ..pipeline.synthetic.archive import write_synthetic_archive
 
     store = Store(options)
     print(f"1/5 writing {args.videos} synthetic videos x {args.frames} frames as shards to {root}/archive")
-    shards, truth = write_synthetic_archive(root, store, args.videos, args.frames, args.height, args.width,
-                                            segment_frames=SEGMENT_FRAMES)
+    return write_synthetic_archive(
+        root, store, args.videos, args.frames, args.height, args.width, segment_frames=SEGMENT_FRAMES
+    )
+
+
+def _job_spec(args: argparse.Namespace, root: str, options: dict, shards: list[str]) -> JobSpec:
+    """The job `tv3s run` would get: the shipped model streaming over the shards, output beside the archive."""
+    from .. import DEMO_CHECKPOINT
+    from ..schemas.job import JobSpec
+
     endpoint = options.get("client_kwargs", {}).get("endpoint_url")
-    spec = JobSpec.model_validate({
-        "name": "demo",
-        "inputs": {"shards": shards, "resize": "none"},
-        "model": {"checkpoint": str(DEMO_CHECKPOINT), "mode": "stream"},
-        "output": f"{root}/labels",
-        "endpoint_url": endpoint,
-        "resources": {"actors": args.actors, "cpus_per_actor": 1, "chunk_frames": 6},
-        "state": {"checkpoint_every": 1},
-    })
+    return JobSpec.model_validate(
+        {
+            "name": "demo",
+            "inputs": {"shards": shards, "resize": "none"},
+            "model": {"checkpoint": str(DEMO_CHECKPOINT), "mode": "stream"},
+            "output": f"{root}/labels",
+            "endpoint_url": endpoint,
+            "resources": {"actors": args.actors, "cpus_per_actor": 1, "chunk_frames": 6},
+            "state": {"checkpoint_every": 1},
+        }
+    )
+
+
+def _label(args: argparse.Namespace, out: Path, spec: JobSpec) -> JobSummary:
+    """Stage 2: the spec saved as ``out``/job.yaml, then run on a local Ray cluster."""
+    from ..jobs.runner import run_job
+
     (out / "job.yaml").write_text(_yaml(spec))
     print(f"2/5 labeling with {args.actors} Ray actors (spec: {out / 'job.yaml'})")
     summary = run_job(spec, progress=True, num_cpus=max(2, args.actors))
-    print(f"    {summary.state}: {summary.frames} frames in {summary.seconds:.1f} s "
-          f"({summary.frames_per_second:.1f} frames/s), {summary.errors} errors")
-    output = open_output(spec)
-    con = connect(output)
-    print("3/5 tv3s query OUTPUT \"SELECT video_id, frames, mean_confidence, temporal_agreement_mean FROM videos\"")
-    table = run_query(con, "SELECT video_id, frames, round(mean_confidence, 3) AS mean_confidence, "
-                           "round(temporal_agreement_mean, 3) AS temporal_agreement_mean FROM videos ORDER BY 1")
+    print(
+        f"    {summary.state}: {summary.frames} frames in {summary.seconds:.1f} s "
+        f"({summary.frames_per_second:.1f} frames/s), {summary.errors} errors"
+    )
+    return summary
+
+
+def _print_videos(con: duckdb.DuckDBPyConnection) -> None:
+    """Stage 3: the per-video summary, as the printed `tv3s query` command would show it (rounded)."""
+    from ..pipeline.outputs.query import format_table, run_query
+
+    print('3/5 tv3s query OUTPUT "SELECT video_id, frames, mean_confidence, temporal_agreement_mean FROM videos"')
+    table = run_query(
+        con,
+        "SELECT video_id, frames, round(mean_confidence, 3) AS mean_confidence, "
+        "round(temporal_agreement_mean, 3) AS temporal_agreement_mean FROM videos ORDER BY 1",
+    )
     print(format_table(table))
+
+
+def _evaluate(con: duckdb.DuckDBPyConnection, truth: dict[str, np.ndarray]) -> dict:
+    """Stage 4: the written masks scored against the generator's ground truth (mIoU, video consistency)."""
+    from ..pipeline.evaluation.metrics import Evaluation
+    from ..pipeline.outputs.masks import decode_mask_png
+    from ..pipeline.synthetic.scenes import NUM_CLASSES
+
     evaluation = Evaluation(NUM_CLASSES)
     for video_id, labels in truth.items():
         rows = con.sql("SELECT mask_png FROM frames WHERE video_id = ? ORDER BY frame_index", params=[video_id])
@@ -98,18 +159,18 @@ def _demo(args: argparse.Namespace, out: Path, root: str, options: dict) -> int:
             evaluation.add_frame(gt, decode_mask_png(png))
     result = evaluation.result()
     print(f"4/5 against the generator's ground truth: mIoU {result['mIoU']:.3f}, mVC_8 {result['mVC_8']:.3f}")
-    first = sorted(truth)[0]
+    return result
+
+
+def _render(con: duckdb.DuckDBPyConnection, out: Path, video_id: str, options: dict) -> None:
+    """Stage 5: an overlay video and contact sheet of ``video_id``, and a sheet of the least confident frames."""
+    from ..pipeline.outputs.render import RenderOptions, render_lowest_confidence, render_video
+
     render = RenderOptions(storage_options=options)
-    render_video(con, "demo", first, out / "overlay.mp4", render, sheet_tiles=8)
-    render_video(con, "demo", first, out / "overlay.png", render, sheet_tiles=8)
+    render_video(con, "demo", video_id, out / "overlay.mp4", render, sheet_tiles=8)
+    render_video(con, "demo", video_id, out / "overlay.png", render, sheet_tiles=8)
     render_lowest_confidence(con, out / "review.png", 8, render)
     print(f"5/5 overlay {out / 'overlay.mp4'}, sheet {out / 'overlay.png'}, review {out / 'review.png'}")
-    if root.startswith("s3://"):
-        output.fs.get(output.full(""), str(out / "labels"), recursive=True)
-    (out / "summary.json").write_text(json.dumps({"job": summary.__dict__, "ground_truth": {
-        k: result[k] for k in ("mIoU", "mVC_8", "mVC_16")}}, indent=1, default=str))
-    print(f"results copied to {out / 'labels'}: tv3s query {out / 'labels'} \"SELECT * FROM videos\"")
-    return 0 if summary.state == "finished" else 1
 
 
 def _yaml(spec) -> str:

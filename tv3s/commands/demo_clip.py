@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from .. import DEMO_CHECKPOINT
-from ..pipeline.synthetic import render_video
-from ..pipeline.layout import OutputExistsError, OutputLayout
-from ..pipeline.video_write import write_video
+from ..pipeline.local.layout import OutputExistsError, OutputLayout
+from ..pipeline.outputs.video_write import write_video
+from ..pipeline.synthetic.scenes import render_scene
 from .common import DEFAULT_PRESET, add_model_arguments, add_run_arguments, positive_int, run_options
 from .segment import run_segmentation
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     options = run_options(args)
     try:
         layout.prepare(args.overwrite, overlays=options.overlays)  # refuse before writing anything
-        clip, _ = render_video(args.seed, args.frames, args.height, args.width)
+        clip, _ = render_scene(args.seed, args.frames, args.height, args.width)
         video = write_video(args.out / VIDEO_NAME, clip, fps=args.fps)
     except (OutputExistsError, ValueError) as exc:  # existing results, odd or tiny frame sizes
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)

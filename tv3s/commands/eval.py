@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..pipeline.commit import CommitError
-from ..pipeline.evaluate import EvalError, agreement_distribution, evaluate_against_ground_truth
-from ..pipeline.query import QueryError, connect, format_table, resolve_job
+from ..pipeline.evaluation.evaluate import EvalError, agreement_distribution, evaluate_against_ground_truth
+from ..pipeline.outputs.commit import CommitError
+from ..pipeline.outputs.query import QueryError, connect, format_table, resolve_job
 from .output_args import add_output_arguments, open_output, storage_options
 
 NAME = "eval"
@@ -31,8 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--ground-truth", metavar="GT_URL", help="folder or URL of label PNGs: GT_URL/<video_id>/<frame>.png"
     )
-    parser.add_argument("--reduce-zero-label", action="store_true",
-                        help="ground truth in VSPW's raw encoding: 0 = ignore, class k stored as k + 1")
+    parser.add_argument(
+        "--reduce-zero-label",
+        action="store_true",
+        help="ground truth in VSPW's raw encoding: 0 = ignore, class k stored as k + 1",
+    )
     parser.add_argument("--job", metavar="ID", help="the job (needed when OUTPUT holds several)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the full result as JSON")
     parser.set_defaults(run=run)
@@ -64,14 +67,16 @@ def _summary(result: dict) -> str:
     def pct(value: float) -> str:
         return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
 
-    return "\n".join([
-        f"job {result['job_id']}: {result['frames']} frames of {result['videos']} videos scored "
-        f"({result['videos_without_ground_truth']} videos without ground truth)",
-        f"  mIoU    {pct(result['mIoU'])}",
-        f"  mVC_8   {pct(result['mVC_8'])}  ({result['windows_8']} windows)",
-        f"  mVC_16  {pct(result['mVC_16'])}  ({result['windows_16']} windows; "
-        f"{result['videos_skipped_for_vc']} videos of <= 16 frames skipped, as the official script does)",
-    ])
+    return "\n".join(
+        [
+            f"job {result['job_id']}: {result['frames']} frames of {result['videos']} videos scored "
+            f"({result['videos_without_ground_truth']} videos without ground truth)",
+            f"  mIoU    {pct(result['mIoU'])}",
+            f"  mVC_8   {pct(result['mVC_8'])}  ({result['windows_8']} windows)",
+            f"  mVC_16  {pct(result['mVC_16'])}  ({result['windows_16']} windows; "
+            f"{result['videos_skipped_for_vc']} videos of <= 16 frames skipped, as the official script does)",
+        ]
+    )
 
 
 def _finite(value: object) -> object:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..pipeline.commit import CommitError
-from ..pipeline.export import ExportError, export
-from ..pipeline.query import QueryError, connect, resolve_job
+from ..pipeline.outputs.commit import CommitError
+from ..pipeline.outputs.export import ExportError, export
+from ..pipeline.outputs.query import QueryError, connect, resolve_job
 from ..pipeline.storage import StorageError, Store
 from .common import positive_int
 from .output_args import add_output_arguments, open_output, storage_options
@@ -24,12 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tv3s train reads. Re-running the same export finishes an interrupted one.",
     )
     add_output_arguments(parser)
-    parser.add_argument("--where", required=True, metavar="PRED",
-                        help="SQL predicate over the frames table, e.g. \"mean_confidence > 0.9\"")
+    parser.add_argument(
+        "--where",
+        required=True,
+        metavar="PRED",
+        help='SQL predicate over the frames table, e.g. "mean_confidence > 0.9"',
+    )
     parser.add_argument("--to", required=True, metavar="DEST", help="destination folder or s3:// prefix")
     parser.add_argument("--job", metavar="ID", help="the job (needed when OUTPUT holds several)")
-    parser.add_argument("--shard-frames", type=positive_int, default=1000, metavar="N",
-                        help="samples per shard (1000)")
+    parser.add_argument("--shard-frames", type=positive_int, default=1000, metavar="N", help="samples per shard (1000)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the frames (95)")
     parser.set_defaults(run=run)
 
@@ -48,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     except (CommitError, StorageError, OSError) as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 1
-    print(f"{result.samples_written} of {result.frames_selected} selected frames in {len(result.shards)} shard(s) "
-          f"under {args.to} ({result.shards_written} written now)")
+    print(
+        f"{result.samples_written} of {result.frames_selected} selected frames in {len(result.shards)} shard(s) "
+        f"under {args.to} ({result.shards_written} written now)"
+    )
     for item in result.skipped[:10]:
         print(f"  skipped {item['video_id']} frame {item['frame_index']}: {item['error']}", file=sys.stderr)
     if len(result.skipped) > 10:

@@ -1,11 +1,12 @@
 """`tv3s index SHARDS_URL... --out INDEX_URI`: index WebDataset shards for ordered, ranged reads."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..pipeline.index import build_index, default_errors_uri, plan_videos, write_errors, write_table
-from ..pipeline.samples import DEFAULT_KEY_PATTERN, key_regex
+from ..pipeline.ingest.index import build_index, default_errors_uri, plan_videos, write_errors, write_table
+from ..pipeline.ingest.samples import DEFAULT_KEY_PATTERN, key_regex
 from ..pipeline.storage import StorageError
 from .store_args import add_store_arguments, error_summary, store_from_args
 
@@ -19,12 +20,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Scan tar headers (no decoding) and write one row per sample: video id, segment or frame "
         "index, shard URL, member names, byte offsets and sizes. Problems are written to an errors table.",
     )
-    parser.add_argument("shards", nargs="+", metavar="SHARDS_URL",
-                        help="shard URLs, brace lists (shard-{000..099}.tar) or globs ('s3://b/p/*.tar')")
+    parser.add_argument(
+        "shards",
+        nargs="+",
+        metavar="SHARDS_URL",
+        help="shard URLs, brace lists (shard-{000..099}.tar) or globs ('s3://b/p/*.tar')",
+    )
     parser.add_argument("--out", required=True, metavar="INDEX_URI", help="Parquet file to write (local or s3://)")
     parser.add_argument("--errors", metavar="URI", help="errors table (default: INDEX_URI with .errors.parquet)")
-    parser.add_argument("--key-pattern", default=DEFAULT_KEY_PATTERN, metavar="P",
-                        help=f"video id and frame number of frame samples without json (default {DEFAULT_KEY_PATTERN})")
+    parser.add_argument(
+        "--key-pattern",
+        default=DEFAULT_KEY_PATTERN,
+        metavar="P",
+        help=f"video id and frame number of frame samples without json (default {DEFAULT_KEY_PATTERN})",
+    )
     parser.add_argument("--workers", type=int, default=8, metavar="N", help="shards scanned at once (default 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_store_arguments(parser)
@@ -50,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"tv3s index: error: cannot write the index: {exc}", file=sys.stderr)
         return 1
     videos = len({r.video_id for r in runs})
-    print(f"indexed {result.table.num_rows} samples of {videos} videos from {result.shards} shards "
-          f"({result.members} members) -> {args.out}")
+    print(
+        f"indexed {result.table.num_rows} samples of {videos} videos from {result.shards} shards "
+        f"({result.members} members) -> {args.out}"
+    )
     print(f"  runs:   {len(runs)} (a video is split at each gap)")
     print(f"  errors: {error_summary(errors)} -> {errors_uri}")
     return 0 if result.table.num_rows else 1

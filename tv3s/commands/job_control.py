@@ -10,14 +10,16 @@ from .output_args import add_output_arguments, open_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    status = subparsers.add_parser("status", help="progress of the jobs in an output (or of --job)",
-                                   description="Reads the job's plan, status and commit records.")
+    status = subparsers.add_parser(
+        "status",
+        help="progress of the jobs in an output (or of --job)",
+        description="Reads the job's plan, status and commit records.",
+    )
     add_output_arguments(status)
     status.add_argument("--job", metavar="NAME")
     status.add_argument("--json", action="store_true", help="machine-readable")
     status.set_defaults(run=run_status)
-    cancel = subparsers.add_parser("cancel", help="stop a running job after its current units (run it again "
-                                   "to resume)")
+    cancel = subparsers.add_parser("cancel", help="stop a running job after its current units (run it again to resume)")
     add_output_arguments(cancel)
     cancel.add_argument("--job", metavar="NAME", required=True)
     cancel.set_defaults(run=run_cancel)
@@ -36,8 +38,10 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=1))
         return 0
     for r in reports:
-        line = (f"job {r['name']}: {r['state']}  videos {r['videos_done']}/{r['videos']}  units "
-                f"{r['units_done']}/{r['units']}  frames {r['frames']}  errors {r['errors']}")
+        line = (
+            f"job {r['name']}: {r['state']}  videos {r['videos_done']}/{r['videos']}  units "
+            f"{r['units_done']}/{r['units']}  frames {r['frames']}  errors {r['errors']}"
+        )
         if r["frames_per_second"]:
             line += f"  {r['frames_per_second']:.1f} frames/s"
         if r["eta_seconds"] is not None:
@@ -58,6 +62,8 @@ def run_cancel(args: argparse.Namespace) -> int:
     from ..jobs.runner import request_cancel
 
     request_cancel(open_output(args), args.job)
-    print(f"cancel requested for job {args.job}: its actors stop after their current unit; "
-          "`tv3s run` with the same spec resumes it")
+    print(
+        f"cancel requested for job {args.job}: its actors stop after their current unit; "
+        "`tv3s run` with the same spec resumes it"
+    )
     return 0

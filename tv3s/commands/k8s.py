@@ -34,20 +34,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "RayJob is gone resumes the job.",
     )
     render.add_argument("spec", metavar="JOB.yaml", help="the job spec (validated here, as `tv3s run` would)")
-    render.add_argument("--image", metavar="IMG", help="the tv3s image built from infra/docker (default: "
-                        "tv3s:VERSION-gpu, or tv3s:VERSION-cpu with --cpu)")
+    render.add_argument(
+        "--image",
+        metavar="IMG",
+        help="the tv3s image built from infra/docker (default: tv3s:VERSION-gpu, or tv3s:VERSION-cpu with --cpu)",
+    )
     render.add_argument("--cpu", action="store_true", help="CPU worker pods instead of GPU ones")
     render.add_argument("--namespace", metavar="NS", help="metadata.namespace (default: kubectl's current)")
-    render.add_argument("--secret", metavar="NAME", default=DEFAULT_SECRET,
-                        help=f"Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (default {DEFAULT_SECRET})")
+    render.add_argument(
+        "--secret",
+        metavar="NAME",
+        default=DEFAULT_SECRET,
+        help=f"Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (default {DEFAULT_SECRET})",
+    )
     render.add_argument("--name", metavar="NAME", help="RayJob name (default: tv3s-<job name>, made a valid name)")
-    render.add_argument("--deadline", type=positive_int, metavar="SECONDS", default=DEFAULT_DEADLINE_S,
-                        help=f"activeDeadlineSeconds: fail the RayJob after this long (default {DEFAULT_DEADLINE_S}; "
-                        "applying it again resumes the job)")
-    render.add_argument("--worker-cpus", type=positive_int, metavar="N", help="CPUs per worker pod "
-                        "(default: enough for its actors, at least 4)")
-    render.add_argument("--worker-memory", metavar="QTY", help="memory per worker pod, e.g. 48Gi "
-                        "(default 32Gi for GPU pods, 8Gi for CPU pods)")
+    render.add_argument(
+        "--deadline",
+        type=positive_int,
+        metavar="SECONDS",
+        default=DEFAULT_DEADLINE_S,
+        help=f"activeDeadlineSeconds: fail the RayJob after this long (default {DEFAULT_DEADLINE_S}; "
+        "applying it again resumes the job)",
+    )
+    render.add_argument(
+        "--worker-cpus",
+        type=positive_int,
+        metavar="N",
+        help="CPUs per worker pod (default: enough for its actors, at least 4)",
+    )
+    render.add_argument(
+        "--worker-memory",
+        metavar="QTY",
+        help="memory per worker pod, e.g. 48Gi (default 32Gi for GPU pods, 8Gi for CPU pods)",
+    )
     render.add_argument("--out", type=Path, metavar="FILE", help="write the YAML here instead of stdout")
     render.set_defaults(run=run_render)
 
@@ -63,16 +82,26 @@ def run_render(args: argparse.Namespace) -> int:
         return 2
     gpu = not args.cpu
     try:
-        rayjob = render_rayjob(spec, args.image or default_image(gpu), gpu, args.namespace, secret=args.secret,
-                               name=args.name, active_deadline_s=args.deadline, worker_cpus=args.worker_cpus,
-                               worker_memory=args.worker_memory)
+        rayjob = render_rayjob(
+            spec,
+            args.image or default_image(gpu),
+            gpu,
+            args.namespace,
+            secret=args.secret,
+            name=args.name,
+            active_deadline_s=args.deadline,
+            worker_cpus=args.worker_cpus,
+            worker_memory=args.worker_memory,
+        )
     except ValueError as exc:
         print(f"tv3s {NAME} render: error: {exc}", file=sys.stderr)
         return 2
     name = rayjob["metadata"]["name"]
-    header = (f"RayJob {name} for tv3s job {spec.name} (tv3s k8s render {args.spec}).\n"
-              f"Needs the Secret {args.secret} in the namespace (infra/README.md). Follow: kubectl get rayjob {name}\n"
-              f"Progress: tv3s status {spec.output}")
+    header = (
+        f"RayJob {name} for tv3s job {spec.name} (tv3s k8s render {args.spec}).\n"
+        f"Needs the Secret {args.secret} in the namespace (infra/README.md). Follow: kubectl get rayjob {name}\n"
+        f"Progress: tv3s status {spec.output}"
+    )
     text = to_yaml(rayjob, header)
     if args.out is None:
         sys.stdout.write(text)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..pipeline.commit import Output
+from ..pipeline.outputs.commit import Output
 from .store_args import add_endpoint_argument, storage_options
 
 
@@ -18,4 +18,4 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_output(args: argparse.Namespace) -> Output:
-    return Output(args.output, storage_options(args) if "://" in args.output else None)
+    return Output(args.output, storage_options(args))

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..pipeline.commit import CommitError
-from ..pipeline.query import FORMATS, QueryError, connect, format_table, run_query, write_result
+from ..pipeline.outputs.commit import CommitError
+from ..pipeline.outputs.query import FORMATS, QueryError, connect, format_table, run_query, write_result
 from .common import positive_int
 from .output_args import add_output_arguments, open_output
 

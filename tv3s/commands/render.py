@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..pipeline.commit import CommitError
-from ..pipeline.query import QueryError, connect, resolve_job
-from ..pipeline.render import RenderError, RenderOptions, render_lowest_confidence, render_video
-from ..pipeline.source_frames import SourceError
+from ..pipeline.ingest.source_frames import SourceError
+from ..pipeline.outputs.commit import CommitError
+from ..pipeline.outputs.query import QueryError, connect, resolve_job
+from ..pipeline.outputs.render import RenderError, RenderOptions, render_lowest_confidence, render_video
 from ..schemas.classes import DATASETS
 from .common import positive_int
 from .output_args import add_output_arguments, open_output, storage_options
@@ -28,8 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_output_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="a .mp4, .gif or .png file")
     parser.add_argument("--video", metavar="ID", help="the video to draw (with --lowest-confidence: only its frames)")
-    parser.add_argument("--lowest-confidence", type=positive_int, metavar="N",
-                        help="a review sheet of the N frames with the lowest mean confidence")
+    parser.add_argument(
+        "--lowest-confidence",
+        type=positive_int,
+        metavar="N",
+        help="a review sheet of the N frames with the lowest mean confidence",
+    )
     parser.add_argument("--job", metavar="ID", help="the job (needed when OUTPUT holds several)")
     parser.add_argument("--frames", type=_frame_range, metavar="A:B", help="only frames A..B (inclusive)")
     parser.add_argument("--tiles", type=positive_int, default=8, metavar="N", help="frames on a .png sheet (8)")
@@ -37,8 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours (0.5)")
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate of .mp4/.gif (10)")
     parser.add_argument("--width", type=positive_int, metavar="PX", help="scale frames to this width")
-    parser.add_argument("--classes", choices=("auto", *DATASETS), default="auto",
-                        help="names and colours: auto = the model's own, else VSPW (124) / Cityscapes (19) by size")
+    parser.add_argument(
+        "--classes",
+        choices=("auto", *DATASETS),
+        default="auto",
+        help="names and colours: auto = the model's own, else VSPW (124) / Cityscapes (19) by size",
+    )
     parser.set_defaults(run=run)
 
 

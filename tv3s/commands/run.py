@@ -20,10 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     spec = parser.add_mutually_exclusive_group(required=True)
     spec.add_argument("spec", nargs="?", metavar="JOB.yaml", help="the job spec")
-    spec.add_argument("--spec-from-env", metavar="VAR", help="read the spec (YAML/JSON text) from this variable "
-                      "(what `tv3s submit` uses)")
-    parser.add_argument("--address", metavar="ADDR", help="a running Ray cluster (default: start a local one; "
-                        "inside a Ray job, the job's cluster)")
+    spec.add_argument(
+        "--spec-from-env",
+        metavar="VAR",
+        help="read the spec (YAML/JSON text) from this variable (what `tv3s submit` uses)",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="a running Ray cluster (default: start a local one; inside a Ray job, the job's cluster)",
+    )
     parser.add_argument("--num-cpus", type=positive_int, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--dashboard", action="store_true", help="start the local Ray with its dashboard")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -49,12 +55,14 @@ def run(args: argparse.Namespace) -> int:
     except JobError as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 2
-    print(f"job {summary.name}: {summary.state} - {summary.videos} videos, {summary.units_committed} units committed "
-          f"now ({summary.units_already_done} were done), {summary.frames} frames at "
-          f"{summary.frames_per_second:.1f} frames/s, {summary.errors} errors, {summary.retries} retries")
+    print(
+        f"job {summary.name}: {summary.state} - {summary.videos} videos, {summary.units_committed} units committed "
+        f"now ({summary.units_already_done} were done), {summary.frames} frames at "
+        f"{summary.frames_per_second:.1f} frames/s, {summary.errors} errors, {summary.retries} retries"
+    )
     for failure in summary.chain_failures:
         print(f"  failed: {failure}", file=sys.stderr)
-    print(f"  query it: tv3s query {spec.output} \"SELECT video_id, frames, mean_confidence FROM videos\"")
+    print(f'  query it: tv3s query {spec.output} "SELECT video_id, frames, mean_confidence FROM videos"')
     # A cancel is the user's choice, not a failure: exit 0 so no scheduler (a RayJob's backoffLimit,
     # say) retries the job behind the user's back. `tv3s status` says it was cancelled.
     return 0 if summary.state in ("finished", "cancelled") else 1

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..pipeline.frames import FramesError, probe_frames
-from ..pipeline.layout import OutputExistsError, OutputLayout
-from ..pipeline.segment import SegmentOptions, segment
+from ..pipeline.local.frames import FramesError, probe_frames
+from ..pipeline.local.layout import OutputExistsError, OutputLayout
+from ..pipeline.local.segment import SegmentOptions, segment
 from .common import (
     UsageError,
     add_model_arguments,

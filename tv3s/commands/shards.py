@@ -1,4 +1,5 @@
 """`tv3s shards pack SRC DEST`: bring a folder of videos or frame folders in as WebDataset shards."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,13 +7,24 @@ import re
 import sys
 from pathlib import Path
 
-from ..pipeline.pack import PackOptions, pack
+from ..pipeline.ingest.pack import PackOptions, pack
 from ..pipeline.storage import StorageError
 from .store_args import add_store_arguments, error_summary, store_from_args
 
 NAME = "shards"
-UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-         "kib": 2**10, "mib": 2**20, "gib": 2**30}
+UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
 
 
 def byte_size(text: str) -> int:
@@ -34,12 +46,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     packer.add_argument("src", type=Path, metavar="SRC", help="local folder")
     packer.add_argument("dest", metavar="DEST", help="folder or s3:// prefix for the shards")
-    packer.add_argument("--max-size", type=byte_size, default=PackOptions.max_size, metavar="SIZE",
-                        help="bytes per shard, e.g. 1GB or 512MiB (default 1GiB)")
-    packer.add_argument("--max-count", type=int, default=PackOptions.max_count, metavar="N",
-                        help=f"samples per shard (default {PackOptions.max_count})")
-    packer.add_argument("--segment-seconds", type=float, metavar="S",
-                        help="cut videos into segments of about S seconds at key frames (no re-encoding)")
+    packer.add_argument(
+        "--max-size",
+        type=byte_size,
+        default=PackOptions.max_size,
+        metavar="SIZE",
+        help="bytes per shard, e.g. 1GB or 512MiB (default 1GiB)",
+    )
+    packer.add_argument(
+        "--max-count",
+        type=int,
+        default=PackOptions.max_count,
+        metavar="N",
+        help=f"samples per shard (default {PackOptions.max_count})",
+    )
+    packer.add_argument(
+        "--segment-seconds",
+        type=float,
+        metavar="S",
+        help="cut videos into segments of about S seconds at key frames (no re-encoding)",
+    )
     packer.add_argument("--prefix", default=PackOptions.prefix, help="shard file name prefix (default shard)")
     packer.add_argument("--overwrite", action="store_true", help="replace shards with the same prefix in DEST")
     packer.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -50,8 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_pack(args: argparse.Namespace) -> int:
     options = PackOptions(args.max_size, args.max_count, args.segment_seconds, args.prefix)
     try:
-        result = pack(args.src, args.dest, store_from_args(args), options, progress=not args.no_progress,
-                      overwrite=args.overwrite)
+        result = pack(
+            args.src, args.dest, store_from_args(args), options, progress=not args.no_progress, overwrite=args.overwrite
+        )
     except (FileNotFoundError, FileExistsError, StorageError) as exc:
         print(f"tv3s shards pack: error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, StorageError) else 2

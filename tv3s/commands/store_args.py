@@ -4,6 +4,7 @@ Credentials are deliberately not options: botocore reads them from the environme
 (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN), AWS_PROFILE and
 ~/.aws, or an instance/pod role, so they never appear in shell history, job specs or logs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,11 @@ from ..pipeline.storage import RetryPolicy, Store
 
 
 def add_endpoint_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint-url", metavar="URL",
-                        help="S3-compatible endpoint (MinIO, Ceph, ...); default: AWS_ENDPOINT_URL or AWS")
+    parser.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="S3-compatible endpoint (MinIO, Ceph, ...); default: AWS_ENDPOINT_URL or AWS",
+    )
 
 
 def storage_options(args: argparse.Namespace) -> dict:
@@ -23,8 +27,13 @@ def storage_options(args: argparse.Namespace) -> dict:
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     add_endpoint_argument(parser)
-    parser.add_argument("--retries", type=int, default=RetryPolicy.attempts, metavar="N",
-                        help=f"attempts per request on transient errors (default {RetryPolicy.attempts})")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=RetryPolicy.attempts,
+        metavar="N",
+        help=f"attempts per request on transient errors (default {RetryPolicy.attempts})",
+    )
 
 
 def store_from_args(args: argparse.Namespace) -> Store:

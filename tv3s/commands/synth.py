@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..pipeline.training_data import write_synthetic_shards
+from ..pipeline.synthetic.training_data import write_synthetic_shards
 from .common import positive_int
 
 NAME = "synth"

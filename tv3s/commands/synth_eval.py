@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..model import CheckpointError, build_model_from_checkpoint
-    from ..pipeline.synthetic_eval import evaluate_modes
+    from ..pipeline.synthetic.heldout import evaluate_modes
 
     try:
         model = build_model_from_checkpoint(args.checkpoint)

@@ -31,8 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=1500, help="warm-up iterations")
     parser.add_argument("--crop", default="480x480", help="training crop HxW (default 480x480, official)")
     parser.add_argument("--scale", default="0.5,2.0", help="random scale range (default 0.5,2.0, official)")
-    parser.add_argument("--mamba-frames", choices=("last", "all"), default="last",
-                        help="supervise the Mamba output of the last clip frame (official) or of all frames")
+    parser.add_argument(
+        "--mamba-frames",
+        choices=("last", "all"),
+        default="last",
+        help="supervise the Mamba output of the last clip frame (official) or of all frames",
+    )
     parser.add_argument("--checkpoint-every", type=positive_int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-resume", action="store_true", help="start over even if DIR/latest.pth exists")
@@ -43,13 +47,15 @@ def run(args: argparse.Namespace) -> int:
     from ..model import build_model, build_model_from_checkpoint
     from ..model.config import resolve_config
     from ..model.training import TrainConfig, train
-    from ..pipeline.training_data import Augment, ClipSampler, read_training_shards
+    from ..pipeline.synthetic.training_data import Augment, ClipSampler, read_training_shards
 
     try:
         crop = tuple(int(v) for v in args.crop.lower().split("x"))
         scale = tuple(float(v) for v in args.scale.split(","))
         if len(crop) != 2 or len(scale) != 2:
-            raise UsageError(f"--crop must look like 480x480 and --scale like 0.5,2.0 (got {args.crop!r}, {args.scale!r})")
+            raise UsageError(
+                f"--crop must look like 480x480 and --scale like 0.5,2.0 (got {args.crop!r}, {args.scale!r})"
+            )
         if args.checkpoint:
             model = build_model_from_checkpoint(args.checkpoint)
         else:
@@ -59,10 +65,18 @@ def run(args: argparse.Namespace) -> int:
             model = build_model(cfg)
         videos = read_training_shards(args.data)
         sampler = ClipSampler(videos, Augment(crop=crop, scale=scale), seed=args.seed)
-        cfg = TrainConfig(iterations=args.iters, batch_size=args.batch, lr=args.lr, warmup_iters=args.warmup,
-                          mamba_frames=args.mamba_frames, checkpoint_every=args.checkpoint_every, seed=args.seed)
-        final = train(model, sampler.batch, cfg, args.out, resume=not args.no_resume,
-                      meta_extra={"command": " ".join(sys.argv)})
+        cfg = TrainConfig(
+            iterations=args.iters,
+            batch_size=args.batch,
+            lr=args.lr,
+            warmup_iters=args.warmup,
+            mamba_frames=args.mamba_frames,
+            checkpoint_every=args.checkpoint_every,
+            seed=args.seed,
+        )
+        final = train(
+            model, sampler.batch, cfg, args.out, resume=not args.no_resume, meta_extra={"command": " ".join(sys.argv)}
+        )
     except UsageError as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 2

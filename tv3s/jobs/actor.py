@@ -16,39 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ..model import build_model, build_model_from_checkpoint
-from ..pipeline.commit import Output
-from ..pipeline.manifest import ManifestWriter, RunInfo
-from ..pipeline.readers import ResizeRule
+from ..model.loading import choose_device, load_model
+from ..pipeline.ingest.resize import ResizeRule
+from ..pipeline.outputs.manifest import ManifestWriter, RunInfo
 from ..pipeline.storage import Store
 from ..schemas.job import JobSpec
 from .plan import Chain
+from .runner import open_output
 from .worker import ChainOutcome, ChainWorker, WorkerOptions
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def choose_device(requested: str, gpu_ids: list) -> torch.device:
-    """cuda when asked for (or auto) and this actor was given a GPU that CUDA can see, else cpu.
-
-    A node can advertise a GPU that is not one (an autoscaler test, a misconfigured pool):
-    then auto falls back to CPU instead of failing, and `cuda` fails with the reason.
-    """
-    usable = bool(gpu_ids) and torch.cuda.is_available()
-    if requested == "cuda" and not usable:
-        raise RuntimeError(f"model.device is cuda but this actor has no usable GPU (Ray GPU ids {gpu_ids}, "
-                           f"torch.cuda.is_available() = {torch.cuda.is_available()}); use device: auto or cpu")
-    return torch.device("cuda" if requested != "cpu" and usable else "cpu")
-
-
-def load_job_model(spec: JobSpec, store: Store, device: torch.device):
-    """The spec's model on `device`, eval mode: checkpoint bytes come through the store (any URL)."""
-    if spec.model.checkpoint is not None:
-        model = build_model_from_checkpoint(store.read_all(spec.model.checkpoint))
-    else:
-        torch.manual_seed(0)  # random weights, but the same on every actor: results stay comparable
-        model = build_model(spec.model.preset)
-    return model.to(device).eval()
 
 
 def make_worker(spec: JobSpec, device: torch.device, observer=None) -> ChainWorker:
@@ -57,10 +34,11 @@ def make_worker(spec: JobSpec, device: torch.device, observer=None) -> ChainWork
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     store = Store(spec.storage_options())
-    model = load_job_model(spec, store, device)
+    weights = None if spec.model.checkpoint is None else store.read_all(spec.model.checkpoint)
+    model = load_model(weights, spec.model.preset, device)
     precision = spec.model.precision if device.type == "cuda" else "fp32"
     run = RunInfo.from_model(model, spec.name, spec.model.mode, precision)
-    output = Output(spec.output, spec.storage_options() if "://" in spec.output else None)
+    output = open_output(spec)
     options = WorkerOptions(
         mode=spec.model.mode,
         chunk_frames=spec.resources.chunk_frames,
@@ -136,6 +114,7 @@ class LabelActor:
     def process(self, chains: list[Chain], cancel_marker: str | None = None) -> list[ChainOutcome]:
         """Label the chains side by side (batched when the job asks for it); their outcomes."""
         with self._lock:  # one call at a time; progress() answers meanwhile
+
             def cancelled() -> bool:
                 return cancel_marker is not None and self._exists(cancel_marker)
 

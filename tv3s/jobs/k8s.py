@@ -100,14 +100,18 @@ def worker_shape(spec: JobSpec, gpu: bool, cpus: int | None = None, memory: str 
     res = spec.resources
     if gpu:
         if spec.model.device == "cpu" or res.gpus_per_actor == 0:
-            raise ValueError("this job runs its model on CPU (model.device: cpu or resources.gpus_per_actor: 0): "
-                             "render it with --cpu instead of asking for GPU nodes it would not use")
+            raise ValueError(
+                "this job runs its model on CPU (model.device: cpu or resources.gpus_per_actor: 0): "
+                "render it with --cpu instead of asking for GPU nodes it would not use"
+            )
         gpus = max(1, math.ceil(res.gpus_per_actor))
         per_pod = max(1, math.floor(gpus / res.gpus_per_actor + 1e-9))
     else:
         if spec.model.device == "cuda":
-            raise ValueError("model.device is cuda: a CPU-only cluster cannot run this job; render it without "
-                             "--cpu, or set model.device to auto or cpu")
+            raise ValueError(
+                "model.device is cuda: a CPU-only cluster cannot run this job; render it without "
+                "--cpu, or set model.device to auto or cpu"
+            )
         gpus = 0
         per_pod = max(1, math.floor((cpus or CPU_POD_CPUS) / res.cpus_per_actor + 1e-9))
     if res.max_actors_per_node:
@@ -116,8 +120,10 @@ def worker_shape(spec: JobSpec, gpu: bool, cpus: int | None = None, memory: str 
     if cpus is None:
         cpus = max(GPU_POD_MIN_CPUS if gpu else CPU_POD_CPUS, needed)
     elif cpus < needed:
-        raise ValueError(f"{cpus} CPUs per pod cannot hold {per_pod} actor(s) of resources.cpus_per_actor "
-                         f"{res.cpus_per_actor:g}; give at least {needed}")
+        raise ValueError(
+            f"{cpus} CPUs per pod cannot hold {per_pod} actor(s) of resources.cpus_per_actor "
+            f"{res.cpus_per_actor:g}; give at least {needed}"
+        )
     max_actors = res.autoscale_max_actors or res.actors
     return WorkerShape(
         group="gpu" if gpu else "cpu",
@@ -153,33 +159,13 @@ def render_rayjob(
     and workers' environment. ``name`` defaults to :func:`rayjob_name` of the job's name.
     The result is a plain dict: write it with :func:`to_yaml`.
     """
-    if active_deadline_s <= 0:
-        raise ValueError("active_deadline_s must be positive: an unbounded RayJob can hang forever after a head "
-                         "restart (kuberay#3903)")
-    if backoff_limit < 0 or ttl_after_finished_s < 0:
-        raise ValueError("backoff_limit and ttl_after_finished_s must not be negative")
-    name = name or rayjob_name(spec.name)
-    if len(name) > MAX_RAYJOB_NAME or not DNS1035_LABEL.fullmatch(name):
-        raise ValueError(f"RayJob name {name!r} must be a DNS-1035 label (a-z, 0-9, -; starting with a letter) "
-                         f"of at most {MAX_RAYJOB_NAME} characters")
+    _check_lifetime(active_deadline_s, backoff_limit, ttl_after_finished_s)
+    name = _checked_name(name or rayjob_name(spec.name))
     shape = worker_shape(spec, gpu, worker_cpus, worker_memory)
-    metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
-    metadata["labels"] = {"app.kubernetes.io/name": "tv3s", "app.kubernetes.io/component": "job",
-                          "app.kubernetes.io/managed-by": "tv3s"}
-    # The job's own name and output, which label values (no "=", no "/") cannot always hold.
-    metadata["annotations"] = {"tv3s/job": spec.name, "tv3s/output": spec.output}
-    # The fields the spec sets, as validated here; the image's tv3s fills in its defaults and
-    # validates again. (Spelling out every default would make an image one field older refuse it.)
-    if spec.resources.autoscale_max_actors is None:  # the cluster below autoscales: let the job ask it to
-        resources = spec.resources.model_copy(update={"autoscale_max_actors": spec.resources.actors})
-        resources.model_fields_set.add("autoscale_max_actors")
-        spec = spec.model_copy(update={"resources": resources})
-        spec.model_fields_set.add("resources")
-    spec_text = yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
-        "metadata": metadata,
+        "metadata": _metadata(spec, name, namespace),
         "spec": {
             "entrypoint": ENTRYPOINT,
             "submissionMode": "K8sJobMode",
@@ -187,14 +173,68 @@ def render_rayjob(
             "activeDeadlineSeconds": active_deadline_s,
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": ttl_after_finished_s,
-            "rayClusterSpec": cluster_spec(image, shape, secret, ray_version,
-                                           head_env=[{"name": SPEC_ENV, "value": spec_text}]),
+            "rayClusterSpec": cluster_spec(
+                image, shape, secret, ray_version, head_env=[{"name": SPEC_ENV, "value": _embedded_spec(spec)}]
+            ),
         },
     }
 
 
-def cluster_spec(image: str, shape: WorkerShape, secret: str = DEFAULT_SECRET, ray_version: str = RAY_VERSION,
-                 head_env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _check_lifetime(active_deadline_s: int, backoff_limit: int, ttl_after_finished_s: int) -> None:
+    """Refuse a RayJob that could run forever, or a negative retry count or TTL."""
+    if active_deadline_s <= 0:
+        raise ValueError(
+            "active_deadline_s must be positive: an unbounded RayJob can hang forever after a head "
+            "restart (kuberay#3903)"
+        )
+    if backoff_limit < 0 or ttl_after_finished_s < 0:
+        raise ValueError("backoff_limit and ttl_after_finished_s must not be negative")
+
+
+def _checked_name(name: str) -> str:
+    """``name``, if Kubernetes and KubeRay accept it as a RayJob's name (see MAX_RAYJOB_NAME)."""
+    if len(name) > MAX_RAYJOB_NAME or not DNS1035_LABEL.fullmatch(name):
+        raise ValueError(
+            f"RayJob name {name!r} must be a DNS-1035 label (a-z, 0-9, -; starting with a letter) "
+            f"of at most {MAX_RAYJOB_NAME} characters"
+        )
+    return name
+
+
+def _metadata(spec: JobSpec, name: str, namespace: str | None) -> dict[str, Any]:
+    """The RayJob's metadata: tv3s's labels, and the job's name and output as annotations."""
+    metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
+    metadata["labels"] = {
+        "app.kubernetes.io/name": "tv3s",
+        "app.kubernetes.io/component": "job",
+        "app.kubernetes.io/managed-by": "tv3s",
+    }
+    # The job's own name and output, which label values (no "=", no "/") cannot always hold.
+    metadata["annotations"] = {"tv3s/job": spec.name, "tv3s/output": spec.output}
+    return metadata
+
+
+def _embedded_spec(spec: JobSpec) -> str:
+    """The job spec as YAML for the head's environment: only the fields it sets, as validated here.
+
+    The image's tv3s fills in its defaults and validates again. (Spelling out every default
+    would make an image one field older refuse it.)
+    """
+    if spec.resources.autoscale_max_actors is None:  # the cluster autoscales: let the job ask it to
+        resources = spec.resources.model_copy(update={"autoscale_max_actors": spec.resources.actors})
+        resources.model_fields_set.add("autoscale_max_actors")
+        spec = spec.model_copy(update={"resources": resources})
+        spec.model_fields_set.add("resources")
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
+
+
+def cluster_spec(
+    image: str,
+    shape: WorkerShape,
+    secret: str = DEFAULT_SECRET,
+    ray_version: str = RAY_VERSION,
+    head_env: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A RayClusterSpec: autoscaling head that takes no work, and one worker group starting at zero.
 
     ``replicas`` is left out on purpose: the autoscaler owns it, and a value here would reset
@@ -223,18 +263,21 @@ def cluster_spec(image: str, shape: WorkerShape, secret: str = DEFAULT_SECRET, r
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
             "template": {"spec": {"containers": [head]}},
         },
-        "workerGroupSpecs": [{
-            "groupName": shape.group,
-            "minReplicas": 0,
-            "maxReplicas": shape.max_replicas,
-            "rayStartParams": start_params,
-            "template": {"spec": pod},
-        }],
+        "workerGroupSpecs": [
+            {
+                "groupName": shape.group,
+                "minReplicas": 0,
+                "maxReplicas": shape.max_replicas,
+                "rayStartParams": start_params,
+                "template": {"spec": pod},
+            }
+        ],
     }
 
 
-def _container(name: str, image: str, secret: str, cpus: str, memory: str, gpus: int = 0,
-               env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _container(
+    name: str, image: str, secret: str, cpus: str, memory: str, gpus: int = 0, env: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """A Ray container: credentials from the Secret, requests equal to limits (what Ray sizes itself by)."""
     limits: dict[str, Any] = {"cpu": cpus, "memory": memory}
     if gpus:

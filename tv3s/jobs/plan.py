@@ -16,7 +16,7 @@ from itertools import groupby
 
 import pyarrow as pa
 
-from ..pipeline.index import VideoRun, plan_videos
+from ..pipeline.ingest.index import VideoRun, plan_videos
 from ..schemas.errors import InputError
 from ..schemas.job import StateSpec
 
@@ -57,8 +57,10 @@ class Chain:
     def runs(self, units: Sequence[Unit]) -> list[VideoRun]:
         """The units as data-plane runs (a new run wherever the index found a gap)."""
         rows = [(u.run, r) for u in units for r in u.rows]
-        return [VideoRun(self.video_id, self.sample_type, run, tuple(r for _, r in group))
-                for run, group in groupby(rows, key=lambda x: x[0])]
+        return [
+            VideoRun(self.video_id, self.sample_type, run, tuple(r for _, r in group))
+            for run, group in groupby(rows, key=lambda x: x[0])
+        ]
 
 
 def unit_number(sample_type: str, sample_index: int, frames_per_unit: int) -> int:
@@ -103,8 +105,7 @@ def _split(video_id: str, sample_type: str, units: list[Unit], state: StateSpec)
     return chains
 
 
-def _chain_from(video_id: str, sample_type: str, units: list[Unit], start: int, stop: int,
-                state: StateSpec) -> Chain:
+def _chain_from(video_id: str, sample_type: str, units: list[Unit], start: int, stop: int, state: StateSpec) -> Chain:
     """Units [start, stop), warmed up on the units before it that hold warmup_frames frames."""
     warmup: list[Unit] = []
     frames = 0
@@ -113,5 +114,4 @@ def _chain_from(video_id: str, sample_type: str, units: list[Unit], start: int, 
         warmup.insert(0, units[k])
         frames += units[k].weight
         k -= 1
-    return Chain(video_id, sample_type, tuple(units[start:stop]), tuple(u.index for u in units), tuple(warmup),
-                 frames)
+    return Chain(video_id, sample_type, tuple(units[start:stop]), tuple(u.index for u in units), tuple(warmup), frames)

@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..model.predict import ClipHistory
 from ..model.state import StreamState, safetensors_metadata
-from ..pipeline.predict import ClipHistory
-from ..pipeline.readers import CursorState
+from ..pipeline.ingest.chunks import CursorState
 
 FORMAT = "tv3s.resume_point/1"
 

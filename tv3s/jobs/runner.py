@@ -19,16 +19,20 @@ import os
 import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from ..pipeline.commit import META_DIR, Output, utc_now
-from ..pipeline.index import build_index, read_index
-from ..pipeline.manifest import ManifestWriter
+from ..pipeline.ingest.index import build_index, read_index
+from ..pipeline.outputs.commit import META_DIR, Output, utc_now
+from ..pipeline.outputs.manifest import ManifestWriter
 from ..pipeline.storage import Store
 from ..schemas.errors import ErrorKind, InputError
 from ..schemas.job import JobSpec
 from .plan import Chain, plan_chains
+
+if TYPE_CHECKING:
+    from .worker import ChainOutcome
 
 log = logging.getLogger(__name__)
 JOBS_DIR = f"{META_DIR}/jobs"
@@ -65,7 +69,8 @@ def job_paths(name: str) -> dict[str, str]:
 
 
 def open_output(spec: JobSpec) -> Output:
-    return Output(spec.output, spec.storage_options() if "://" in spec.output else None)
+    """The job's output location, with the spec's endpoint and retry settings."""
+    return Output(spec.output, spec.storage_options())
 
 
 def plan_job(spec: JobSpec, store: Store, progress: bool = False) -> tuple[list[Chain], list[InputError]]:
@@ -89,6 +94,68 @@ def read_status(output: Output, name: str) -> dict | None:
     return json.loads(output.fs.cat_file(path)) if output.fs.exists(path) else None
 
 
+@dataclass
+class _Flight:
+    """The driver's view of the work in flight (mutable, owned by one `_schedule` call)."""
+
+    pending: deque  # (chain, attempt), heaviest first
+    idle: deque  # actors free for the next chains
+    live: list  # actors not retired by scale-down (their progress is polled)
+    running: dict = field(default_factory=dict)  # ObjectRef -> (actor, [(chain, attempt), ...])
+    pings: dict = field(default_factory=dict)  # ObjectRef -> actor that lost a chain, until Ray has it back
+
+
+class _Progress:
+    """The job's progress bar, the queue-depth metric and the outcome totals of the summary."""
+
+    def __init__(self, name: str, summary: JobSummary, chains: list[Chain], enabled: bool) -> None:
+        from ray.util.metrics import Gauge
+
+        self.summary = summary
+        self.chains_left = Counter(c.video_id for c in chains)  # a video is done when all its chains are
+        self.bar = tqdm(total=summary.units, unit="unit", desc=f"job {name}", disable=not enabled)
+        self.gauge = Gauge("tv3s_job_queue_depth", "chains waiting for an actor", tag_keys=("job",))
+        self.gauge.set_default_tags({"job": name})
+        self.started = self.last_report = time.monotonic()
+        self.frames_seen = 0
+        self.queued = 0
+
+    def queue_depth(self, waiting: int) -> None:
+        self.queued = waiting
+        self.gauge.set(waiting)
+
+    def count(self, outcome: ChainOutcome) -> None:
+        s = self.summary
+        s.units_committed += outcome.units_committed
+        s.units_already_done += outcome.units_already_done
+        s.frames += outcome.frames
+        s.errors += outcome.errors
+        self.bar.update(outcome.units_committed + outcome.units_already_done)
+        if outcome.cancelled:
+            s.state = "cancelled"
+        else:
+            self.chains_left[outcome.video_id] -= 1
+
+    def show(self, frames: int) -> None:
+        self.frames_seen = frames
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        done = sum(left == 0 for left in self.chains_left.values())
+        self.bar.set_postfix(
+            {
+                "videos": f"{done}/{len(self.chains_left)}",
+                "frames": frames,
+                "fps": f"{frames / elapsed:.1f}",
+                "errors": self.summary.errors,
+                "queued": self.queued,
+            }
+        )
+
+    def close(self, waiting: int) -> None:
+        self.queue_depth(waiting)
+        self.show(max(self.frames_seen, self.summary.frames))
+        self.bar.close()
+
+
 class JobRunner:
     """Runs one job on the Ray cluster the process is connected to (see `run_job`)."""
 
@@ -107,8 +174,9 @@ class JobRunner:
         self._record_plan(chains)
         if self.output.fs.exists(self.paths["cancel"]):
             self.output.fs.rm_file(self.paths["cancel"])  # running again resumes a cancelled job
-        summary = JobSummary(spec.name, "running", len({c.video_id for c in chains}), len(chains),
-                             sum(len(c.units) for c in chains))
+        summary = JobSummary(
+            spec.name, "running", len({c.video_id for c in chains}), len(chains), sum(len(c.units) for c in chains)
+        )
         self._write_status(summary)
         wanted = spec.resources.autoscale_max_actors or spec.resources.actors
         actors = self._start_actors(min(wanted, max(1, len(chains))))
@@ -134,92 +202,95 @@ class JobRunner:
 
     # ------------------------------------------------------------------ scheduling
     def _schedule(self, chains: list[Chain], actors: list, summary: JobSummary, writer: ManifestWriter) -> None:
+        """Hand chains to idle actors until every chain is done, failed for good, or cancelled."""
         import ray
 
-        pending = deque((chain, 1) for chain in chains)  # heaviest first (plan order)
-        idle = deque(actors)
-        running: dict = {}  # ObjectRef -> (actor, [(chain, attempt), ...])
-        per_call = self.spec.resources.videos_per_batch if self.spec.model.mode == "stream" else 1
-        pings: dict = {}  # ObjectRef -> actor: an actor that lost a chain, until Ray has it back
+        flight = _Flight(deque((chain, 1) for chain in chains), deque(actors), list(actors))
+        progress = _Progress(self.spec.name, summary, chains, self.progress)
         cancel_url = self.output.uri(job_paths(self.spec.name)["cancel"])
-        bar = tqdm(total=summary.units, unit="unit", desc=f"job {self.spec.name}", disable=not self.progress)
-        frames_seen = 0
-        last_poll = scheduled = time.monotonic()
-        chains_left = Counter(c.video_id for c in chains)  # a video is done when all its chains are
-        from ray.util.metrics import Gauge
-
-        queue = Gauge("tv3s_job_queue_depth", "chains waiting for an actor", tag_keys=("job",))
-        queue.set_default_tags({"job": self.spec.name})
-
-        def show(frames: int) -> None:
-            elapsed = max(time.monotonic() - scheduled, 1e-9)
-            bar.set_postfix({"videos": f"{sum(left == 0 for left in chains_left.values())}/{len(chains_left)}",
-                             "frames": frames, "fps": f"{frames / elapsed:.1f}", "errors": summary.errors,
-                             "queued": len(pending)})
-
         try:
-            while pending or running:
+            while flight.pending or flight.running:
                 if self.output.fs.exists(self.paths["cancel"]):
-                    summary.state = "cancelled"
-                    if running:  # actors stop after their current unit
-                        ray.wait(list(running), num_returns=len(running), timeout=60)
+                    self._stop_for_cancel(flight, summary)
                     return
-                while pending and idle:
-                    batch = [pending.popleft() for _ in range(min(per_call, len(pending)))]
-                    actor = idle.popleft()
-                    running[actor.process.remote([c for c, _ in batch], cancel_url)] = (actor, batch)
-                queue.set(len(pending))
-                done, _ = ray.wait([*running, *pings], num_returns=1, timeout=self.poll_s)
+                self._dispatch(flight, cancel_url)
+                progress.queue_depth(len(flight.pending))
+                done, _ = ray.wait([*flight.running, *flight.pings], num_returns=1, timeout=self.poll_s)
                 for ref in done:
-                    if ref in pings:
-                        actor = pings.pop(ref)
-                        try:
-                            ray.get(ref)
-                            idle.append(actor)
-                        except Exception:  # still restarting (its node is gone): ask again shortly
-                            time.sleep(self.poll_s)
-                            pings[actor.progress.remote()] = actor
-                        continue
-                    actor, batch = running.pop(ref)
-                    try:
-                        outcomes = ray.get(ref)
-                    except Exception as exc:  # actor, node or worker lost, or a bug: the chains resume
-                        pings[actor.progress.remote()] = actor
-                        for chain, attempt in reversed(batch):
-                            self._retry(chain, attempt, exc, pending, summary, writer)
-                        continue
-                    if pending or not self.spec.resources.autoscale_max_actors:
-                        idle.append(actor)
-                    else:  # nothing left for it: let the autoscaler take its node back
-                        ray.kill(actor, no_restart=True)
-                        actors.remove(actor)
-                        self._request(len(running))
-                    for outcome in outcomes:
-                        summary.units_committed += outcome.units_committed
-                        summary.units_already_done += outcome.units_already_done
-                        summary.frames += outcome.frames
-                        summary.errors += outcome.errors
-                        bar.update(outcome.units_committed + outcome.units_already_done)
-                        if outcome.cancelled:
-                            summary.state = "cancelled"
-                        else:
-                            chains_left[outcome.video_id] -= 1
-                if time.monotonic() - last_poll > 2:
-                    last_poll = time.monotonic()
-                    if self.progress:
-                        frames_seen = self._live_frames(actors, frames_seen)
-                        show(frames_seen)
-                    summary.seconds = time.perf_counter() - self._started  # so far: `tv3s status` rates from it
-                    self._write_status(summary)
-                if not idle and not running and pending and not pings:
+                    if ref in flight.pings:
+                        self._ping_answered(ref, flight)
+                    else:
+                        self._call_returned(ref, flight, summary, writer, progress)
+                self._report(flight, summary, progress)
+                if not flight.idle and not flight.running and flight.pending and not flight.pings:
                     raise JobError("no actor is left to run the remaining chains")
         finally:
-            queue.set(len(pending))
-            show(max(frames_seen, summary.frames))
-            bar.close()
+            progress.close(len(flight.pending))
 
-    def _retry(self, chain: Chain, attempt: int, exc: Exception, pending: deque, summary: JobSummary,
-               writer: ManifestWriter) -> None:
+    def _stop_for_cancel(self, flight: _Flight, summary: JobSummary) -> None:
+        """A cancel was requested: actors stop after their current unit; wait for them (bounded)."""
+        import ray
+
+        summary.state = "cancelled"
+        if flight.running:
+            ray.wait(list(flight.running), num_returns=len(flight.running), timeout=60)
+
+    def _dispatch(self, flight: _Flight, cancel_url: str) -> None:
+        """Every idle actor gets the next chains (`videos_per_batch` of them in stream mode)."""
+        per_call = self.spec.resources.videos_per_batch if self.spec.model.mode == "stream" else 1
+        while flight.pending and flight.idle:
+            batch = [flight.pending.popleft() for _ in range(min(per_call, len(flight.pending)))]
+            actor = flight.idle.popleft()
+            flight.running[actor.process.remote([c for c, _ in batch], cancel_url)] = (actor, batch)
+
+    def _ping_answered(self, ref, flight: _Flight) -> None:
+        """An actor that lost a chain answered (Ray restarted it): it is idle again; if not yet, ask again."""
+        import ray
+
+        actor = flight.pings.pop(ref)
+        try:
+            ray.get(ref)
+            flight.idle.append(actor)
+        except Exception:  # still restarting (its node is gone): ask again shortly
+            time.sleep(self.poll_s)
+            flight.pings[actor.progress.remote()] = actor
+
+    def _call_returned(
+        self, ref, flight: _Flight, summary: JobSummary, writer: ManifestWriter, progress: _Progress
+    ) -> None:
+        """A `process` call ended: count its outcomes, or re-queue its chains if the actor was lost."""
+        import ray
+
+        actor, batch = flight.running.pop(ref)
+        try:
+            outcomes = ray.get(ref)
+        except Exception as exc:  # actor, node or worker lost, or a bug: the chains resume
+            flight.pings[actor.progress.remote()] = actor
+            for chain, attempt in reversed(batch):
+                self._retry(chain, attempt, exc, flight.pending, summary, writer)
+            return
+        if flight.pending or not self.spec.resources.autoscale_max_actors:
+            flight.idle.append(actor)
+        else:  # nothing left for it: let the autoscaler take its node back
+            ray.kill(actor, no_restart=True)
+            flight.live.remove(actor)
+            self._request(len(flight.running))
+        for outcome in outcomes:
+            progress.count(outcome)
+
+    def _report(self, flight: _Flight, summary: JobSummary, progress: _Progress) -> None:
+        """Every 2 s: live frame counts on the progress bar and the driver's status record."""
+        if time.monotonic() - progress.last_report <= 2:
+            return
+        progress.last_report = time.monotonic()
+        if self.progress:
+            progress.show(self._live_frames(flight.live, progress.frames_seen))
+        summary.seconds = time.perf_counter() - self._started  # so far: `tv3s status` rates from it
+        self._write_status(summary)
+
+    def _retry(
+        self, chain: Chain, attempt: int, exc: Exception, pending: deque, summary: JobSummary, writer: ManifestWriter
+    ) -> None:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if attempt < self.spec.retries.chain_attempts:
             log.warning("chain %s lost on attempt %d (%s); resuming it from its last commit", chain.id, attempt, reason)
@@ -227,10 +298,15 @@ class JobRunner:
             pending.appendleft((chain, attempt + 1))
             return
         summary.chain_failures.append(f"{chain.id}: {reason}")
-        record = InputError(kind=ErrorKind.model_error, stage="model", url=self.spec.output, video_id=chain.video_id,
-                            segment_index=chain.units[0].index,
-                            message=f"chain {chain.id} failed {attempt} times, last: {reason}",
-                            hint="see the actor logs (ray logs / dashboard); run the job again to resume it")
+        record = InputError(
+            kind=ErrorKind.model_error,
+            stage="model",
+            url=self.spec.output,
+            video_id=chain.video_id,
+            segment_index=chain.units[0].index if chain.sample_type == "segment" else None,
+            message=f"chain {chain.id} failed {attempt} times, last: {reason}",
+            hint="see the actor logs (ray logs / dashboard); run the job again to resume it",
+        )
         writer.commit_errors(f"chain-{chain.id}-failed", [record])
         summary.errors += 1
 
@@ -277,7 +353,11 @@ class JobRunner:
         gpus = self._actor_gpus()
         env = {FAULT_PAUSE: os.environ[FAULT_PAUSE]} if os.environ.get(FAULT_PAUSE) else {}
         remote = ray.remote(LabelActor).options(
-            num_cpus=res.cpus_per_actor, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=2,
+            num_cpus=res.cpus_per_actor,
+            num_gpus=gpus,
+            max_restarts=-1,
+            max_task_retries=0,
+            max_concurrency=2,
             runtime_env={"env_vars": env} if env else None,
         )
         spec_json = self.spec.model_dump_json()
@@ -300,8 +380,16 @@ class JobRunner:
             "fingerprint": fingerprint,
             "spec": json.loads(self.spec.model_dump_json()),
             "created_at": utc_now(),
-            "chains": [{"id": c.id, "video_id": c.video_id, "units": [u.index for u in c.units],
-                        "video_units": list(c.video_units), "weight": c.weight} for c in chains],
+            "chains": [
+                {
+                    "id": c.id,
+                    "video_id": c.video_id,
+                    "units": [u.index for u in c.units],
+                    "video_units": list(c.video_units),
+                    "weight": c.weight,
+                }
+                for c in chains
+            ],
         }
         fs.makedirs(os.path.dirname(self.paths["plan"]), exist_ok=True)
         fs.pipe_file(self.paths["plan"], json.dumps(plan, indent=1).encode())
@@ -311,8 +399,13 @@ class JobRunner:
         self.output.fs.pipe_file(self.paths["status"], json.dumps(body, indent=1).encode())
 
 
-def run_job(spec: JobSpec, address: str | None = None, progress: bool = True, num_cpus: int | None = None,
-            dashboard: bool = False) -> JobSummary:
+def run_job(
+    spec: JobSpec,
+    address: str | None = None,
+    progress: bool = True,
+    num_cpus: int | None = None,
+    dashboard: bool = False,
+) -> JobSummary:
     """Run `spec` on the Ray cluster at `address`, or on a local Ray started (and stopped) here."""
     import ray
 
@@ -323,8 +416,7 @@ def run_job(spec: JobSpec, address: str | None = None, progress: bool = True, nu
             # token auth either (which would otherwise switch on once ~/.ray/auth_token exists).
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False,
-                     logging_level=logging.WARNING)
+            ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False, logging_level=logging.WARNING)
         else:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         started_here = True

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..pipeline.commit import Output
-from ..pipeline.manifest import SUMMARY_UNIT, safe_key
+from ..pipeline.outputs.commit import Output
+from ..pipeline.outputs.manifest import SUMMARY_UNIT, safe_key
 from .runner import JOBS_DIR, job_paths, read_status
 
 
@@ -45,8 +45,15 @@ def job_progress(output: Output, name: str) -> dict:
     if state == "running" and seconds and committed:  # this run's pace per unit, start-up included
         eta = (units - units_done) * seconds / committed
     return {
-        "name": name, "state": state, "videos": len(videos), "videos_done": videos_done,
-        "units": units, "units_done": units_done, "frames": frames, "errors": errors,
-        "updated_at": status.get("updated_at"), "frames_per_second": status.get("frames_per_second"),
+        "name": name,
+        "state": state,
+        "videos": len(videos),
+        "videos_done": videos_done,
+        "units": units,
+        "units_done": units_done,
+        "frames": frames,
+        "errors": errors,
+        "updated_at": status.get("updated_at"),
+        "frames_per_second": status.get("frames_per_second"),
         "eta_seconds": eta,
     }

@@ -16,14 +16,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from ..pipeline.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler
-from ..pipeline.masks import logits_to_labels
-from ..pipeline.predict import Chunk, predict_step
-from ..pipeline.readers import FrameChunk, ResizeRule, UnitEnd, iter_units
+from ..model.predict import Carried, Chunk, StepRequest, predict_steps
+from ..pipeline.ingest.chunks import CursorState, FrameChunk, FrameOrigin, UnitEnd, iter_units
+from ..pipeline.ingest.resize import ResizeRule
+from ..pipeline.outputs.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler
+from ..pipeline.outputs.masks import logits_to_labels
 from ..pipeline.storage import Store, redact_url
 from ..schemas.errors import InputError
 from ..schemas.manifest import FrameRow, ResetReason, TemporalState
@@ -58,6 +59,29 @@ class WorkerOptions:
     autocast: torch.dtype | None = None  # bf16/fp16 on CUDA
 
 
+@dataclass
+class _ChainRead:
+    """Where labeling one chain stands (mutable; owned by that chain's generator)."""
+
+    commit_ids: frozenset[int]  # units this call commits (the rest are re-run or warm-up)
+    fps: dict[int, float | None]  # frame rate by sample index, for timestamps
+    units: tuple[Unit, ...] = ()  # units to read, in order
+    warmup_ids: frozenset[int] = frozenset()
+    carried: Carried = None  # what the last chunk left for the next one
+    cursor: CursorState | None = None  # where a resumed read continues
+    labeler: VideoLabeler | None = None
+    warmed: bool = False  # the state began with a warm-up: rows say so
+    warming: bool = False
+    first_chunk: bool = True
+    since_checkpoint: int = 0
+    rows: list[FrameRow] = field(default_factory=list)  # of the unit being read
+    errors: list[InputError] = field(default_factory=list)
+
+
+# A chain's labeling: yields the next chunk to predict, is sent back its prediction.
+ChainSteps = Generator[StepRequest, tuple[Chunk, Carried], None]
+
+
 class ChainWorker:
     """One model, labeling chains one after the other (an actor holds one of these)."""
 
@@ -69,19 +93,19 @@ class ChainWorker:
     def process(self, chain: Chain, should_stop: Callable[[], bool] = lambda: False) -> ChainOutcome:
         return self.process_many([chain], should_stop)[0]
 
-    def process_many(self, chains: Sequence[Chain], should_stop: Callable[[], bool] = lambda: False
-                     ) -> list[ChainOutcome]:
+    def process_many(
+        self, chains: Sequence[Chain], should_stop: Callable[[], bool] = lambda: False
+    ) -> list[ChainOutcome]:
         """Label several chains side by side: in stream mode, their chunks of one shape go through
         the model in one batched pass, each video with its own state (one chain: no batching)."""
         started = time.perf_counter()
         outcomes = [ChainOutcome(chain.id, chain.video_id) for chain in chains]
         steps = {}
         for k, (chain, outcome) in enumerate(zip(chains, outcomes)):
-            done = self.writer.committed_segments(chain.video_id)
+            done = self.writer.committed_units(chain.video_id)
             outcome.units_already_done = sum(u.index in done for u in chain.units)
-            todo = [u for u in chain.units if u.index not in done]
-            if todo:
-                steps[k] = self._label(chain, todo[0], done, outcome, should_stop)
+            if any(u.index not in done for u in chain.units):
+                steps[k] = self._label(chain, done, outcome, should_stop)
         self._drive(steps)
         for chain, outcome in zip(chains, outcomes):
             if not outcome.cancelled:
@@ -90,26 +114,20 @@ class ChainWorker:
         self.seconds_busy += time.perf_counter() - started
         return outcomes
 
-    def _drive(self, steps: dict) -> None:
+    def _drive(self, steps: dict[int, ChainSteps]) -> None:
         """Run the chains' generators, answering their predict requests (batched where possible)."""
-        pending = {}
+        pending: dict[int, tuple[ChainSteps, StepRequest]] = {}
         for key, gen in steps.items():
             with contextlib.suppress(StopIteration):
                 pending[key] = (gen, next(gen))
         mode = self.options.mode
         while pending:
             groups: dict = {}
-            for key, (_, (frames, _carried)) in pending.items():
-                groups.setdefault(frames.shape if mode == "stream" else key, []).append(key)
+            for key, (_, request) in pending.items():
+                groups.setdefault(request.frames.shape if mode == "stream" else key, []).append(key)
             for keys in groups.values():
-                requests = [pending[k][1] for k in keys]
                 with _autocast(self.model, self.options.autocast):
-                    if len(keys) == 1:
-                        answers = [predict_step(self.model, requests[0][0], mode, requests[0][1], on_device=True)]
-                    else:
-                        logits, states = self.model.predict_stream_batch([r[0] for r in requests],
-                                                                         [r[1] for r in requests], on_device=True)
-                        answers = [(Chunk(r[0], l), st) for r, l, st in zip(requests, logits, states)]
+                    answers = predict_steps(self.model, [pending[k][1] for k in keys], mode, on_device=True)
                 for key, answer in zip(keys, answers):
                     gen = pending[key][0]
                     try:
@@ -118,93 +136,132 @@ class ChainWorker:
                         del pending[key]
 
     # ------------------------------------------------------------------ one chain
-    def _label(self, chain: Chain, first_todo: Unit, done: set[int], outcome: ChainOutcome,
-               should_stop: Callable[[], bool]) -> Generator[tuple, tuple, None]:
-        """One chain as a generator: yields (frames, carried) to be predicted, is sent (Chunk, carried)
-        back, and commits each unit as it completes (so several chains can share the model)."""
+    def _label(
+        self, chain: Chain, done: set[int], outcome: ChainOutcome, should_stop: Callable[[], bool]
+    ) -> ChainSteps:
+        """One chain as a generator: yields a StepRequest per chunk, is sent (Chunk, Carried) back,
+        and commits each unit as it completes (so several chains can share the model)."""
+        read = self._start(chain, done, outcome)
         opts = self.options
-        position = chain.units.index(first_todo)
-        start, point = self._resume_point(chain, position)
-        if point is not None:
-            outcome.resumed_from = point.unit
-            read_units = chain.units[start:]
-            carried, cursor, previous, warmed = point.carried, point.cursor, point.previous_labels, point.warmed_up
-        else:  # from the chain's start, warm-up units first
-            read_units = chain.warmup + chain.units
-            carried, cursor, previous, warmed = None, None, None, bool(chain.warmup)
-        warmup_ids = {u.index for u in chain.warmup} if point is None else set()
-        warming, first_chunk = bool(warmup_ids), True
-        commit_ids = {u.index for u in chain.units} - done
-        labeler = VideoLabeler(self.run, previous)
-        fps = {r["index"]: r["fps"] for u in read_units for r in u.rows}
-        rows: list[FrameRow] = []
-        errors: list[InputError] = []
-        since_checkpoint = 0
 
         def unit_of(row: dict) -> int:
             return unit_number(row["sample_type"], row["index"], opts.frames_per_unit)
 
-        items = iter_units(chain.runs(read_units), self.store, errors.append, unit_of, opts.resize,
-                           opts.chunk_frames, cursor)
+        items = iter_units(
+            chain.runs(read.units),
+            self.store,
+            read.errors.append,
+            unit_of,
+            opts.resize,
+            opts.chunk_frames,
+            read.cursor,
+        )
         with _prefetched(items, opts.prefetch_chunks) as stream:
             for item in stream:
                 if isinstance(item, UnitEnd):
-                    unit = item.unit
-                    if unit in commit_ids:
-                        since_checkpoint += 1
-                        blob = None
-                        if since_checkpoint >= opts.checkpoint_every:
-                            blob = ResumePoint(chain.video_id, unit, item.cursor, carried, labeler.previous,
-                                               warmed).to_bytes()
-                            since_checkpoint = 0
-                        self.writer.commit_segments(chain.video_id, unit, unit, rows, errors, resume_point=blob)
-                        outcome.units_committed += 1
-                        outcome.frames += len(rows)
-                        outcome.errors += len(errors)
-                        self.frames_done += len(rows)
-                    elif unit not in warmup_ids:
-                        outcome.units_replayed += 1
-                    rows, errors = [], []
+                    self._end_unit(chain, item, read, outcome)
                     if should_stop():
                         outcome.cancelled = True
                         return
                     continue
-                chunk: FrameChunk = item
-                if chunk.reset:  # a warm-up read starts from nothing, on purpose: that reset is the warm-up
-                    carried, warmed = None, warming and first_chunk
-                first_chunk = False
-                result, carried = yield chunk.frames, carried
-                # Label maps where the logits are (a GPU resizes 124 class planes to 480p in about a
-                # millisecond; 2 CPU cores took 124 ms a frame); only the low-resolution logits the
-                # statistics need are copied out.
-                labels = logits_to_labels(result.logits, (chunk.source_size[1], chunk.source_size[0]))
-                logits = result.logits.cpu().numpy()
-                unit = unit_number(chain.sample_type, chunk.sources[0].sample_index, opts.frames_per_unit)
-                for i, origin in enumerate(chunk.sources):
-                    frame_index = chunk.frame_index + i
-                    state, reason = TemporalState.carried, None
-                    if i == 0 and chunk.reset:
-                        state, reason = TemporalState.reset, ResetReason(chunk.reset_reason or "missing_segment")
-                    elif warmed:
-                        state = TemporalState.warmed_up
-                    rate = fps.get(origin.sample_index)
-                    source = FrameSource(
-                        video_id=chain.video_id, segment_index=unit, frame_index=frame_index,
-                        source_url=redact_url(origin.url), width=chunk.source_size[0], height=chunk.source_size[1],
-                        source_member=origin.member, source_frame_index=origin.position,
-                        timestamp_s=frame_index / rate if rate else None, temporal_state=state,
-                        state_reset_reason=reason,
-                        warmup_frames=chain.warmup_frames if state is TemporalState.warmed_up else 0,
-                    )
-                    if unit in commit_ids:
-                        rows.append(labeler.describe(logits[i], labels[i], source))
-                    else:  # re-run only to rebuild the state: its mask matters only to the next agreement
-                        labeler.remember(labels[i], source)
+                if item.reset:  # a warm-up read starts from nothing, on purpose: that reset is the warm-up
+                    read.carried, read.warmed = None, read.warming and read.first_chunk
+                read.first_chunk = False
+                result, read.carried = yield StepRequest(item.frames, read.carried)
+                self._describe(chain, item, result, read)
+
+    def _start(self, chain: Chain, done: set[int], outcome: ChainOutcome) -> _ChainRead:
+        """Where to start reading the chain: after its latest resume point, or at its start."""
+        first_todo = next(u for u in chain.units if u.index not in done)
+        start, point = self._resume_point(chain, chain.units.index(first_todo))
+        read = _ChainRead(
+            commit_ids=frozenset(u.index for u in chain.units) - done,
+            fps={r["index"]: r["fps"] for u in chain.warmup + chain.units for r in u.rows},
+        )
+        if point is not None:
+            outcome.resumed_from = point.unit
+            read.units, read.carried, read.cursor, read.warmed = (
+                chain.units[start:],
+                point.carried,
+                point.cursor,
+                point.warmed_up,
+            )
+            read.labeler = VideoLabeler(self.run, point.previous_labels)
+        else:  # from the chain's start, warm-up units first
+            read.units, read.warmed = chain.warmup + chain.units, bool(chain.warmup)
+            read.warmup_ids = frozenset(u.index for u in chain.warmup)
+            read.labeler = VideoLabeler(self.run)
+        read.warming = bool(read.warmup_ids)
+        return read
+
+    def _end_unit(self, chain: Chain, end: UnitEnd, read: _ChainRead, outcome: ChainOutcome) -> None:
+        """A unit's frames are all in: commit them (with a resume point every checkpoint_every
+        units), or count the unit as re-run to rebuild the state."""
+        if end.unit in read.commit_ids:
+            read.since_checkpoint += 1
+            blob = None
+            if read.since_checkpoint >= self.options.checkpoint_every:
+                point = ResumePoint(
+                    chain.video_id, end.unit, end.cursor, read.carried, read.labeler.previous, read.warmed
+                )
+                blob = point.to_bytes()
+                read.since_checkpoint = 0
+            self.writer.commit_units(chain.video_id, end.unit, end.unit, read.rows, read.errors, resume_point=blob)
+            outcome.units_committed += 1
+            outcome.frames += len(read.rows)
+            outcome.errors += len(read.errors)
+            self.frames_done += len(read.rows)
+        elif end.unit not in read.warmup_ids:
+            outcome.units_replayed += 1
+        read.rows, read.errors = [], []
+
+    def _describe(self, chain: Chain, chunk: FrameChunk, result: Chunk, read: _ChainRead) -> None:
+        """Label maps, statistics and rows of a predicted chunk (rows only for units to commit)."""
+        # Label maps where the logits are (a GPU resizes 124 class planes to 480p in about a
+        # millisecond; 2 CPU cores took 124 ms a frame); only the low-resolution logits the
+        # statistics need are copied out.
+        labels = logits_to_labels(result.logits, (chunk.source_size[1], chunk.source_size[0]))
+        logits = result.logits.cpu().numpy()
+        unit = unit_number(chain.sample_type, chunk.sources[0].sample_index, self.options.frames_per_unit)
+        for i, origin in enumerate(chunk.sources):
+            source = self._frame_source(chain, chunk, i, origin, unit, read)
+            if unit in read.commit_ids:
+                read.rows.append(read.labeler.describe(logits[i], labels[i], source))
+            # a frame re-run only to rebuild a state matters only to the next frame's agreement
+            read.labeler.remember(labels[i], source)
+
+    @staticmethod
+    def _frame_source(
+        chain: Chain, chunk: FrameChunk, i: int, origin: FrameOrigin, unit: int, read: _ChainRead
+    ) -> FrameSource:
+        """Where frame i of a chunk came from and what the model's memory was for it."""
+        frame_index = chunk.frame_index + i
+        state, reason = TemporalState.carried, None
+        if i == 0 and chunk.reset:
+            state, reason = TemporalState.reset, ResetReason(chunk.reset_reason or "missing_segment")
+        elif read.warmed:
+            state = TemporalState.warmed_up
+        rate = read.fps.get(origin.sample_index)
+        return FrameSource(
+            video_id=chain.video_id,
+            unit_index=unit,
+            frame_index=frame_index,
+            source_url=redact_url(origin.url),
+            width=chunk.source_size[0],
+            height=chunk.source_size[1],
+            source_member=origin.member,
+            source_frame_index=origin.position,
+            timestamp_s=frame_index / rate if rate else None,
+            temporal_state=state,
+            state_reset_reason=reason,
+            warmup_frames=chain.warmup_frames if state is TemporalState.warmed_up else 0,
+        )
 
     def _finalize(self, chain: Chain) -> None:
         """The video's summary row, once every planned unit is committed (by any chain)."""
-        self.writer.finalize_video(chain.video_id, max(chain.video_units) + 1, require_complete=True,
-                                   planned=chain.video_units)
+        self.writer.finalize_video(
+            chain.video_id, max(chain.video_units) + 1, require_complete=True, planned=chain.video_units
+        )
 
     def _resume_point(self, chain: Chain, position: int) -> tuple[int, ResumePoint | None]:
         """The latest committed resume point before unit `position` of the chain, and where to read from."""

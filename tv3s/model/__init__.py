@@ -8,6 +8,7 @@ Public API::
     logits = model.predict_clip(frames)             # uint8 [T,H,W,3] -> float32 [T,C,ceil(H/4),ceil(W/4)]
     logits, state = model.predict_stream(frames, state=None)
 """
+
 from .checkpoint import CheckpointError, build_model, build_model_from_checkpoint, infer_config, load_checkpoint
 from .config import PRESETS, HeadConfig, ModelConfig, SwinConfig
 from .mit import MiTConfig
@@ -16,7 +17,19 @@ from .ssm import kernels_available
 from .state import StateMismatchError, StreamState
 
 __all__ = [
-    "PRESETS", "TV3S", "CheckpointError", "HeadConfig", "MiTConfig", "ModelConfig", "StateMismatchError",
-    "StreamState", "SwinConfig", "build_model", "build_model_from_checkpoint", "infer_config", "kernels_available",
-    "load_checkpoint", "official_clip",
+    "PRESETS",
+    "TV3S",
+    "CheckpointError",
+    "HeadConfig",
+    "MiTConfig",
+    "ModelConfig",
+    "StateMismatchError",
+    "StreamState",
+    "SwinConfig",
+    "build_model",
+    "build_model_from_checkpoint",
+    "infer_config",
+    "kernels_available",
+    "load_checkpoint",
+    "official_clip",
 ]

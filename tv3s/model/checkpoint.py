@@ -6,6 +6,7 @@ with ``torch.load(weights_only=True)``: a checkpoint is data, never code. The ke
 the identity - our modules carry the official names - so a missing, unexpected or mis-shaped
 key always means the checkpoint and the architecture disagree, and is reported by name.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ import torch
 from .config import CITYSCAPES_CLASSES, HEAD_ALIASES, HeadConfig, ModelConfig, SwinConfig, resolve_config
 from .mit import MIT_VARIANTS, MiTConfig
 from .segmentor import TV3S
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
@@ -56,10 +58,12 @@ def read_checkpoint(path: str | os.PathLike | bytes) -> tuple[dict[str, torch.Te
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state, meta = obj, {}
     else:
-        raise CheckpointError(f"checkpoint {where} holds no state_dict (expected {{'meta', 'state_dict'}} or a dict of tensors)")
+        raise CheckpointError(
+            f"checkpoint {where} holds no state_dict (expected {{'meta', 'state_dict'}} or a dict of tensors)"
+        )
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {where}: 'state_dict' is not a mapping of names to tensors")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
     return state, meta if isinstance(meta, dict) else {}, digest
 
 
@@ -82,8 +86,11 @@ def _apply(model: TV3S, state: dict[str, torch.Tensor], meta: dict[str, Any], di
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    misshaped = [f"{k} {list(state[k].shape)} != {list(own[k].shape)}" for k in sorted(set(own) & set(state))
-                 if state[k].shape != own[k].shape]
+    misshaped = [
+        f"{k} {list(state[k].shape)} != {list(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
     if missing or unexpected or misshaped:
         parts = []
         if missing:
@@ -94,12 +101,15 @@ def _apply(model: TV3S, state: dict[str, torch.Tensor], meta: dict[str, Any], di
             parts.append(f"mis-shaped keys (checkpoint != model): {_names(misshaped)}")
         raise CheckpointError(
             f"checkpoint {where} does not fit model {model.cfg.backbone}/{model.cfg.head.variant} "
-            f"({model.num_classes} classes): " + "; ".join(parts)
+            f"({model.num_classes} classes): "
+            + "; ".join(parts)
             + ". Build the model from the checkpoint itself with build_model_from_checkpoint(path)."
         )
     model.load_state_dict({k: v.to(dtype=own[k].dtype) for k, v in state.items()}, strict=True)
     names, palette = _meta_classes(meta, model.num_classes, where)
-    model.cfg = dataclasses.replace(model.cfg, class_names=names or model.cfg.class_names, palette=palette or model.cfg.palette)
+    model.cfg = dataclasses.replace(
+        model.cfg, class_names=names or model.cfg.class_names, palette=palette or model.cfg.palette
+    )
     model.checkpoint_sha256 = digest
     return model
 
@@ -107,12 +117,17 @@ def _apply(model: TV3S, state: dict[str, torch.Tensor], meta: dict[str, Any], di
 def _meta_classes(meta: dict[str, Any], num_classes: int, where: str) -> tuple[tuple[str, ...] | None, tuple | None]:
     names, palette = meta.get("CLASSES"), meta.get("PALETTE")
     if names is not None and len(names) != num_classes:
-        warnings.warn(f"checkpoint {where}: meta lists {len(names)} classes but the model has {num_classes}; ignoring them")
+        warnings.warn(
+            f"checkpoint {where}: meta lists {len(names)} classes but the model has {num_classes}; ignoring them",
+            stacklevel=2,
+        )
         names = None
     if palette is not None and len(palette) != num_classes:
         palette = None
-    return (tuple(str(n) for n in names) if names else None,
-            tuple(tuple(int(c) for c in p) for p in palette) if palette else None)
+    return (
+        tuple(str(n) for n in names) if names else None,
+        tuple(tuple(int(c) for c in p) for p in palette) if palette else None,
+    )
 
 
 def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
@@ -120,7 +135,9 @@ def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
     return len({m.group(1) for k in state if (m := rx.match(k))})
 
 
-def infer_config(state: dict[str, torch.Tensor], meta: dict[str, Any] | None = None, head_variant: str | None = None) -> ModelConfig:
+def infer_config(
+    state: dict[str, torch.Tensor], meta: dict[str, Any] | None = None, head_variant: str | None = None
+) -> ModelConfig:
     """The architecture a state_dict was saved from, read off its keys and shapes.
 
     Shapes fix everything but the head variant and the window geometry, which have no
@@ -150,7 +167,9 @@ def infer_config(state: dict[str, torch.Tensor], meta: dict[str, Any] | None = N
         raise CheckpointError(f"the state_dict lacks {exc.args[0]!r}, which every TV3S checkpoint has") from exc
     expected = arch.embed_dims if isinstance(arch, MiTConfig) else arch.out_channels
     if tuple(head.in_channels) != tuple(expected):
-        raise CheckpointError(f"decode_head.linear_c* take {list(head.in_channels)} channels but the backbone gives {list(expected)}")
+        raise CheckpointError(
+            f"decode_head.linear_c* take {list(head.in_channels)} channels but the backbone gives {list(expected)}"
+        )
     return ModelConfig(backbone, arch, head)
 
 
@@ -159,13 +178,23 @@ def _infer_mit(state: dict[str, torch.Tensor]) -> MiTConfig:
     patch = tuple(int(state[f"backbone.patch_embed{i}.proj.weight"].shape[-1]) for i in range(1, 5))
     depths = tuple(_count(state, rf"backbone\.block{i}\.(\d+)\.") for i in range(1, 5))
     sr = tuple(
-        int(state[f"backbone.block{i}.0.attn.sr.weight"].shape[-1]) if f"backbone.block{i}.0.attn.sr.weight" in state else 1
+        int(state[f"backbone.block{i}.0.attn.sr.weight"].shape[-1])
+        if f"backbone.block{i}.0.attn.sr.weight" in state
+        else 1
         for i in range(1, 5)
     )
     mlp = tuple(int(state[f"backbone.block{i}.0.mlp.fc1.weight"].shape[0]) // dims[i - 1] for i in range(1, 5))
     base = MiTConfig()
-    return MiTConfig(embed_dims=dims, num_heads=base.num_heads, depths=depths, sr_ratios=sr, mlp_ratios=mlp,
-                     patch_sizes=patch, strides=base.strides, qkv_bias="backbone.block1.0.attn.q.bias" in state)
+    return MiTConfig(
+        embed_dims=dims,
+        num_heads=base.num_heads,
+        depths=depths,
+        sr_ratios=sr,
+        mlp_ratios=mlp,
+        patch_sizes=patch,
+        strides=base.strides,
+        qkv_bias="backbone.block1.0.attn.q.bias" in state,
+    )
 
 
 def _infer_swin(state: dict[str, torch.Tensor]) -> SwinConfig:
@@ -173,12 +202,21 @@ def _infer_swin(state: dict[str, torch.Tensor]) -> SwinConfig:
     embed = int(proj.shape[0])
     n_layers = _count(state, r"backbone\.layers\.(\d+)\.")
     depths = tuple(_count(state, rf"backbone\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_layers))
-    heads = tuple(int(state[f"backbone.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]) for i in range(n_layers))
+    heads = tuple(
+        int(state[f"backbone.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]) for i in range(n_layers)
+    )
     table = int(state["backbone.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0])
     window = (int(round(table**0.5)) + 1) // 2
     hidden = int(state["backbone.layers.0.blocks.0.mlp.fc1.weight"].shape[0])
-    return SwinConfig(embed_dim=embed, depths=depths, num_heads=heads, window_size=window, mlp_ratio=hidden / embed,
-                      qkv_bias="backbone.layers.0.blocks.0.attn.qkv.bias" in state, patch_size=int(proj.shape[-1]))
+    return SwinConfig(
+        embed_dim=embed,
+        depths=depths,
+        num_heads=heads,
+        window_size=window,
+        mlp_ratio=hidden / embed,
+        qkv_bias="backbone.layers.0.blocks.0.attn.qkv.bias" in state,
+        patch_size=int(proj.shape[-1]),
+    )
 
 
 def _infer_head(state: dict[str, torch.Tensor], meta: dict[str, Any], head_variant: str | None) -> HeadConfig:

@@ -6,6 +6,7 @@ configs), so a config written by the official tooling can be used as is; unknown
 variants the official code has but TV3S never published (bidirectional, zigzag, ...) are
 refused with a message naming the field.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,10 +87,6 @@ class ModelConfig:
     class_names: tuple[str, ...] | None = None
     palette: tuple[tuple[int, int, int], ...] | None = field(default=None, compare=False)
 
-    @property
-    def is_swin(self) -> bool:
-        return isinstance(self.backbone_arch, SwinConfig)
-
     def to_dict(self) -> dict[str, Any]:
         """The official-style dict (round-trips through :meth:`from_dict`)."""
         arch = dataclasses.asdict(self.backbone_arch)
@@ -114,7 +111,12 @@ class ModelConfig:
                 "n_mambas": head.n_mambas,
                 "model_type": 0,
             },
-            "mamba": {"d_state": head.d_state, "d_conv": head.d_conv, "expand": head.expand, "dt_rank": head.resolved_dt_rank},
+            "mamba": {
+                "d_state": head.d_state,
+                "d_conv": head.d_conv,
+                "expand": head.expand,
+                "dt_rank": head.resolved_dt_rank,
+            },
             "mamba_block": {"norm_eps": head.norm_eps},
             "norm_cfg": {"type": "SyncBN", "eps": head.bn_eps},
             **({"class_names": list(self.class_names)} if self.class_names else {}),
@@ -127,87 +129,123 @@ class ModelConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Parse the fixture / official format; raise ``ValueError`` naming the bad field."""
         if not isinstance(d, dict):
             raise ValueError(f"a model config must be a dict, got {type(d).__name__}")
         backbone = _require(d, "backbone", str)
-        arch_in = d.get("backbone_arch") or {}
-        if backbone in MIT_VARIANTS or backbone.startswith("mit"):
-            base = MIT_VARIANTS.get(backbone, MiTConfig())
-            arch: MiTConfig | SwinConfig = MiTConfig(
-                embed_dims=_tuple(arch_in, "embed_dims", base.embed_dims),
-                num_heads=_tuple(arch_in, "num_heads", base.num_heads),
-                depths=_tuple(arch_in, "depths", base.depths),
-                sr_ratios=_tuple(arch_in, "sr_ratios", base.sr_ratios),
-                mlp_ratios=_tuple(arch_in, "mlp_ratios", base.mlp_ratios),
-                patch_sizes=_tuple(arch_in, "patch_sizes", base.patch_sizes),
-                strides=_tuple(arch_in, "strides", base.strides),
-                qkv_bias=bool(arch_in.get("qkv_bias", base.qkv_bias)),
-                eps=float(arch_in.get("layernorm_eps", arch_in.get("eps", base.eps))),
-            )
-            if backbone not in MIT_VARIANTS and not arch_in:
-                raise ValueError(f"backbone {backbone!r}: unknown MiT variant; use one of {sorted(MIT_VARIANTS)} or give 'backbone_arch'")
-        elif backbone in SWIN_VARIANTS:
-            base_s = SWIN_VARIANTS[backbone]
-            arch = SwinConfig(
-                embed_dim=int(arch_in.get("embed_dim", base_s.embed_dim)),
-                depths=_tuple(arch_in, "depths", base_s.depths),
-                num_heads=_tuple(arch_in, "num_heads", base_s.num_heads),
-                window_size=int(arch_in.get("window_size", base_s.window_size)),
-                mlp_ratio=float(arch_in.get("mlp_ratio", base_s.mlp_ratio)),
-                qkv_bias=bool(arch_in.get("qkv_bias", base_s.qkv_bias)),
-                patch_size=int(arch_in.get("patch_size", base_s.patch_size)),
-                eps=float(arch_in.get("layernorm_eps", arch_in.get("eps", base_s.eps))),
-            )
-        else:
-            raise ValueError(
-                f"backbone {backbone!r} is not supported; use one of {sorted(MIT_VARIANTS) + sorted(SWIN_VARIANTS)}"
-            )
-
-        variant = HEAD_ALIASES.get(d.get("decode_head", "TV3SHead_shift"), d.get("decode_head", "TV3SHead_shift"))
-        if variant not in HEAD_VARIANTS:
-            raise ValueError(f"decode_head {d.get('decode_head')!r} is not supported; use one of {list(HEAD_VARIANTS)}")
-        dp = d.get("decoder_params") or {}
-        for key in ("zigzag", "quad_scan", "mamba2"):
-            if dp.get(key):
-                raise ValueError(f"decoder_params.{key}=True is an unpublished TV3S variant and is not supported")
-        if int(dp.get("model_type", 0)) != 0:
-            raise ValueError(
-                f"decoder_params.model_type={dp.get('model_type')} is not supported: every published TV3S "
-                "model uses model_type 0 (unidirectional Mamba, no add/concat)"
-            )
-        mamba = d.get("mamba") or {}
-        block = d.get("mamba_block") or {}
-        in_channels = _tuple(d, "in_channels", arch.embed_dims if isinstance(arch, MiTConfig) else arch.out_channels)
-        embed_dim = int(dp.get("embed_dim", d.get("embed_dim", 256)))
-        head = HeadConfig(
-            variant=variant,
-            in_channels=in_channels,
-            channels=int(d.get("channels", 128)),
-            num_classes=_positive(d, "num_classes"),
-            embed_dim=embed_dim,
-            window_h=int(dp.get("window_h", d.get("window_h", 20))),
-            window_w=int(dp.get("window_w", d.get("window_w", 20))),
-            shift_size=int(dp.get("shift_size", d.get("shift_size", 10))),
-            real_shift=bool(dp.get("real_shift", d.get("real_shift", False))),
-            n_mambas=int(dp.get("n_mambas", d.get("n_mambas", 8))),
-            num_clips=int(d.get("num_clips", 4)),
-            d_state=int(mamba.get("d_state", 16)),
-            d_conv=int(mamba.get("d_conv", 4)),
-            expand=int(mamba.get("expand", 2)),
-            dt_rank=int(mamba["dt_rank"]) if isinstance(mamba.get("dt_rank"), int) else None,
-            norm_eps=float(block.get("norm_eps", 1e-5)),
-            bn_eps=float((d.get("norm_cfg") or {}).get("eps", 1e-5)),
-            dropout_ratio=float(d.get("dropout_ratio", 0.1)),
-        )
-        expected = arch.embed_dims if isinstance(arch, MiTConfig) else arch.out_channels
-        if tuple(head.in_channels) != tuple(expected):
-            raise ValueError(f"in_channels {list(head.in_channels)} do not match the backbone's outputs {list(expected)}")
+        arch = _parse_backbone(backbone, d.get("backbone_arch") or {})
+        head = _parse_head(d, arch)
         names = d.get("class_names")
         if names is not None and len(names) != head.num_classes:
             raise ValueError(f"class_names has {len(names)} entries but num_classes is {head.num_classes}")
         return cls(backbone, arch, head, tuple(names) if names else None)
+
+
+def _parse_backbone(backbone: str, arch_in: dict[str, Any]) -> MiTConfig | SwinConfig:
+    """The backbone's architecture: a named variant's, with the fields ``backbone_arch`` gives replaced."""
+    if backbone in MIT_VARIANTS or backbone.startswith("mit"):
+        return _parse_mit(backbone, arch_in)
+    if backbone in SWIN_VARIANTS:
+        return _parse_swin(SWIN_VARIANTS[backbone], arch_in)
+    raise ValueError(
+        f"backbone {backbone!r} is not supported; use one of {sorted(MIT_VARIANTS) + sorted(SWIN_VARIANTS)}"
+    )
+
+
+def _parse_mit(backbone: str, arch_in: dict[str, Any]) -> MiTConfig:
+    """A MiT architecture; a name outside MIT_VARIANTS (a custom ``mit*``) needs its ``backbone_arch``."""
+    base = MIT_VARIANTS.get(backbone, MiTConfig())
+    arch = MiTConfig(
+        embed_dims=_tuple(arch_in, "embed_dims", base.embed_dims),
+        num_heads=_tuple(arch_in, "num_heads", base.num_heads),
+        depths=_tuple(arch_in, "depths", base.depths),
+        sr_ratios=_tuple(arch_in, "sr_ratios", base.sr_ratios),
+        mlp_ratios=_tuple(arch_in, "mlp_ratios", base.mlp_ratios),
+        patch_sizes=_tuple(arch_in, "patch_sizes", base.patch_sizes),
+        strides=_tuple(arch_in, "strides", base.strides),
+        qkv_bias=bool(arch_in.get("qkv_bias", base.qkv_bias)),
+        eps=float(arch_in.get("layernorm_eps", arch_in.get("eps", base.eps))),
+    )
+    if backbone not in MIT_VARIANTS and not arch_in:
+        raise ValueError(
+            f"backbone {backbone!r}: unknown MiT variant; use one of {sorted(MIT_VARIANTS)} or give 'backbone_arch'"
+        )
+    return arch
+
+
+def _parse_swin(base: SwinConfig, arch_in: dict[str, Any]) -> SwinConfig:
+    """A Swin architecture: ``base`` with the fields ``arch_in`` gives replaced."""
+    return SwinConfig(
+        embed_dim=int(arch_in.get("embed_dim", base.embed_dim)),
+        depths=_tuple(arch_in, "depths", base.depths),
+        num_heads=_tuple(arch_in, "num_heads", base.num_heads),
+        window_size=int(arch_in.get("window_size", base.window_size)),
+        mlp_ratio=float(arch_in.get("mlp_ratio", base.mlp_ratio)),
+        qkv_bias=bool(arch_in.get("qkv_bias", base.qkv_bias)),
+        patch_size=int(arch_in.get("patch_size", base.patch_size)),
+        eps=float(arch_in.get("layernorm_eps", arch_in.get("eps", base.eps))),
+    )
+
+
+def _backbone_outputs(arch: MiTConfig | SwinConfig) -> tuple[int, int, int, int]:
+    """Channels of the backbone's four feature maps, which the head takes as its ``in_channels``."""
+    return arch.embed_dims if isinstance(arch, MiTConfig) else arch.out_channels
+
+
+def _parse_head(d: dict[str, Any], arch: MiTConfig | SwinConfig) -> HeadConfig:
+    """The decode head; window and Mamba fields may sit in ``decoder_params`` or (older configs) at the top."""
+    variant = _head_variant(d)
+    dp = d.get("decoder_params") or {}
+    _check_published(dp)
+    mamba = d.get("mamba") or {}
+    block = d.get("mamba_block") or {}
+    in_channels = _tuple(d, "in_channels", _backbone_outputs(arch))
+    embed_dim = int(dp.get("embed_dim", d.get("embed_dim", 256)))
+    head = HeadConfig(
+        variant=variant,
+        in_channels=in_channels,
+        channels=int(d.get("channels", 128)),
+        num_classes=_positive(d, "num_classes"),
+        embed_dim=embed_dim,
+        window_h=int(dp.get("window_h", d.get("window_h", 20))),
+        window_w=int(dp.get("window_w", d.get("window_w", 20))),
+        shift_size=int(dp.get("shift_size", d.get("shift_size", 10))),
+        real_shift=bool(dp.get("real_shift", d.get("real_shift", False))),
+        n_mambas=int(dp.get("n_mambas", d.get("n_mambas", 8))),
+        num_clips=int(d.get("num_clips", 4)),
+        d_state=int(mamba.get("d_state", 16)),
+        d_conv=int(mamba.get("d_conv", 4)),
+        expand=int(mamba.get("expand", 2)),
+        dt_rank=int(mamba["dt_rank"]) if isinstance(mamba.get("dt_rank"), int) else None,
+        norm_eps=float(block.get("norm_eps", 1e-5)),
+        bn_eps=float((d.get("norm_cfg") or {}).get("eps", 1e-5)),
+        dropout_ratio=float(d.get("dropout_ratio", 0.1)),
+    )
+    expected = _backbone_outputs(arch)
+    if tuple(head.in_channels) != tuple(expected):
+        raise ValueError(f"in_channels {list(head.in_channels)} do not match the backbone's outputs {list(expected)}")
+    return head
+
+
+def _head_variant(d: dict[str, Any]) -> str:
+    """The head's registered name, with the official Swin configs' VSFM aliases resolved."""
+    variant = HEAD_ALIASES.get(d.get("decode_head", "TV3SHead_shift"), d.get("decode_head", "TV3SHead_shift"))
+    if variant not in HEAD_VARIANTS:
+        raise ValueError(f"decode_head {d.get('decode_head')!r} is not supported; use one of {list(HEAD_VARIANTS)}")
+    return variant
+
+
+def _check_published(dp: dict[str, Any]) -> None:
+    """Refuse the ``decoder_params`` of variants the official code has but TV3S never published."""
+    for key in ("zigzag", "quad_scan", "mamba2"):
+        if dp.get(key):
+            raise ValueError(f"decoder_params.{key}=True is an unpublished TV3S variant and is not supported")
+    if int(dp.get("model_type", 0)) != 0:
+        raise ValueError(
+            f"decoder_params.model_type={dp.get('model_type')} is not supported: every published TV3S "
+            "model uses model_type 0 (unidirectional Mamba, no add/concat)"
+        )
 
 
 def _require(d: dict[str, Any], key: str, typ: type) -> Any:
@@ -234,8 +272,8 @@ def _tuple(d: dict[str, Any], key: str, default: tuple) -> tuple:
 
 def _preset(backbone: str, num_classes: int, variant: str = "TV3SHead_shift") -> ModelConfig:
     arch = MIT_VARIANTS.get(backbone) or SWIN_VARIANTS[backbone]
-    in_channels = arch.embed_dims if isinstance(arch, MiTConfig) else arch.out_channels
-    return ModelConfig(backbone, arch, HeadConfig(variant=variant, in_channels=in_channels, num_classes=num_classes))
+    head = HeadConfig(variant=variant, in_channels=_backbone_outputs(arch), num_classes=num_classes)
+    return ModelConfig(backbone, arch, head)
 
 
 # The published configurations (local_configs/tv3s/*): window 20, real shift 10, 8 Mamba

@@ -9,6 +9,7 @@ The head is split into those three steps so that callers can reuse per-frame wor
 clips (clip mode) and carry the temporal state (stream mode); composing them gives exactly
 the official forward.
 """
+
 from __future__ import annotations
 
 import math

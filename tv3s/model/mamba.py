@@ -8,6 +8,7 @@ the mixers' conv and SSM states, one pair per window (or shifted sub-window) per
 state is returned and accepted explicitly, which is what makes stream inference exact and
 resumable.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ class MixerState(NamedTuple):
 
 
 # Per layer, per index group (see windows.layer_groups): the state of every sequence.
-StackState = list[list[MixerState]]
+StackState = tuple[tuple[MixerState, ...], ...]
 
 
 class RMSNorm(nn.Module):
@@ -71,7 +72,7 @@ class Mamba(nn.Module):
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
         # Mamba's initialisation: dt spread log-uniformly over [dt_min, dt_max] via the bias.
-        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
+        nn.init.uniform_(self.dt_proj.weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
         dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=dt_init_floor)
         with torch.no_grad():
@@ -122,9 +123,9 @@ def _mix_windows(
     mixer: Mamba,
     tokens: torch.Tensor,
     groups: tuple[torch.Tensor, ...],
-    state: list[MixerState] | None,
+    state: tuple[MixerState, ...] | None,
     backend: str,
-) -> tuple[torch.Tensor, list[MixerState]]:
+) -> tuple[torch.Tensor, tuple[MixerState, ...]]:
     """Run ``mixer`` over every window sequence of ``tokens`` [B, T, H*W, C].
 
     A window's sequence is its tokens in (t, h, w) order: frame after frame, row-major
@@ -143,7 +144,7 @@ def _mix_windows(
             y.reshape(b, n, t, length, c).permute(0, 2, 1, 3, 4).reshape(b, t, n * length, c).to(out.dtype)
         )
         new_state.append(st)
-    return out, new_state
+    return out, tuple(new_state)
 
 
 class WindowedMambaStack(nn.Module):
@@ -173,7 +174,7 @@ class WindowedMambaStack(nn.Module):
         b, t, h, w, c = x.shape
         hidden = x.reshape(b, t, h * w, c).float()
         residual: torch.Tensor | None = None
-        new_state: StackState = []
+        new_state: list[tuple[MixerState, ...]] = []
         for i, layer in enumerate(self.layers):
             residual = hidden if residual is None else residual + hidden
             groups = layer_groups(geom, shifted=i % 2 == 1)
@@ -182,4 +183,4 @@ class WindowedMambaStack(nn.Module):
             )
             new_state.append(layer_state)
         out = self.norm_f(hidden if residual is None else residual + hidden)
-        return out.reshape(b, t, h, w, c), new_state
+        return out.reshape(b, t, h, w, c), tuple(new_state)

@@ -6,6 +6,7 @@ time and have no parameters, so they are left out. LayerNorm eps follows the off
 exactly: ``eps`` (1e-6) for block and stage norms, PyTorch's default 1e-5 for the patch
 embedding and spatial-reduction norms.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -125,7 +126,9 @@ class MixVisionTransformer(nn.Module):
         in_chans = (3,) + cfg.embed_dims[:3]
         for i in range(4):
             dim = cfg.embed_dims[i]
-            setattr(self, f"patch_embed{i + 1}", OverlapPatchEmbed(cfg.patch_sizes[i], cfg.strides[i], in_chans[i], dim))
+            setattr(
+                self, f"patch_embed{i + 1}", OverlapPatchEmbed(cfg.patch_sizes[i], cfg.strides[i], in_chans[i], dim)
+            )
             setattr(
                 self,
                 f"block{i + 1}",

@@ -11,6 +11,7 @@
 Both take uint8 RGB frames ``[T, H, W, 3]`` and return float32 logits at 1/4 resolution
 ``[T, C, ceil(H/4), ceil(W/4)]`` (or at full resolution on request).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,7 @@ from torch import nn
 from ..schemas.classes import default_palette
 from .config import MiTConfig, ModelConfig
 from .head import TV3SHead
-from .mamba import MixerState
+from .mamba import MixerState, StackState
 from .mit import MixVisionTransformer
 from .state import StateMismatchError, StreamState
 from .windows import layer_groups
@@ -53,7 +54,9 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
     from .swin import SwinBackbone
 
     a = cfg.backbone_arch
-    return SwinBackbone(a.embed_dim, a.depths, a.num_heads, a.window_size, a.mlp_ratio, a.qkv_bias, a.patch_size, eps=a.eps)
+    return SwinBackbone(
+        a.embed_dim, a.depths, a.num_heads, a.window_size, a.mlp_ratio, a.qkv_bias, a.patch_size, eps=a.eps
+    )
 
 
 class TV3S(nn.Module):
@@ -114,14 +117,18 @@ class TV3S(nn.Module):
         if not isinstance(frames, np.ndarray):
             raise TypeError(f"frames must be a numpy uint8 array [T, H, W, 3], got {type(frames).__name__}")
         if frames.dtype != np.uint8:
-            raise TypeError(f"frames must be uint8 RGB, got dtype {frames.dtype}; convert with frames.astype(np.uint8) "
-                            "only if the values are already 0..255")
+            raise TypeError(
+                f"frames must be uint8 RGB, got dtype {frames.dtype}; convert with frames.astype(np.uint8) "
+                "only if the values are already 0..255"
+            )
         if frames.ndim != 4:
             hint = " (a single frame? pass frames[None])" if frames.ndim == 3 else ""
             raise ValueError(f"frames must have shape [T, H, W, 3], got {list(frames.shape)}{hint}")
         t, h, w, c = frames.shape
         if c != 3:
-            raise ValueError(f"frames must have 3 (RGB) channels in the last axis, got {c} (shape {list(frames.shape)})")
+            raise ValueError(
+                f"frames must have 3 (RGB) channels in the last axis, got {c} (shape {list(frames.shape)})"
+            )
         if t == 0:
             raise ValueError("frames is empty (T = 0)")
         if min(h, w) < MIN_SIDE:
@@ -198,7 +205,7 @@ class TV3S(nn.Module):
         outs: list[list[torch.Tensor]] = [[] for _ in range(b)]
         geom = None
         for start in range(0, t, max(1, frames_per_step)):
-            part = x[:, start:start + frames_per_step]
+            part = x[:, start : start + frames_per_step]
             s = part.shape[1]
             fused = self._fused(part.reshape(b * s, 3, h, w))
             quarter = tuple(fused.shape[-2:])
@@ -208,21 +215,20 @@ class TV3S(nn.Module):
             if layers is None:
                 layers = self._batched_layers(states, geom)
             tokens, layers = head.temporal(grid, geom, layers, self.backend)
-            logits = self._logits_out(head.classify(tokens.reshape(b * s, *tokens.shape[2:]), quarter), (h, w),
-                                      full_resolution)
+            logits = self._logits_out(
+                head.classify(tokens.reshape(b * s, *tokens.shape[2:]), quarter), (h, w), full_resolution
+            )
             for k in range(b):
-                outs[k].append(logits[k * s:(k + 1) * s])
+                outs[k].append(logits[k * s : (k + 1) * s])
         digest, fingerprint = self.weights_digest(), self.cfg.fingerprint()
         new_states = []
         for k, state in enumerate(states):
-            own = [[MixerState(st.conv[k * (len(st.conv) // b):(k + 1) * (len(st.conv) // b)],
-                               st.ssm[k * (len(st.ssm) // b):(k + 1) * (len(st.ssm) // b)]) for st in groups]
-                   for groups in layers]
+            own = tuple(tuple(_rows_of_video(st, k, b) for st in groups) for groups in layers)
             seen = 0 if state is None else state.frames_seen
             new_states.append(StreamState(own, fingerprint, digest, (h, w), (geom.height, geom.width), seen + t))
         return [self._returned(torch.cat(o), on_device) for o in outs], new_states
 
-    def _batched_layers(self, states: Sequence[StreamState | None], geom) -> list | None:
+    def _batched_layers(self, states: Sequence[StreamState | None], geom) -> StackState | None:
         """The videos' states stacked video-major per window group (zeros = a fresh start)."""
         if all(s is None for s in states):
             return None
@@ -232,15 +238,19 @@ class TV3S(nn.Module):
             groups = layer_groups(geom, shifted=i % 2 == 1)
             per_group = []
             for g, idx in enumerate(groups):
-                parts = [layer.mixer.initial_state(idx.shape[0], device) if s is None else s.layers[i][g]
-                         for s in (None if s is None else s.to(device) for s in states)]
+                parts = [
+                    layer.mixer.initial_state(idx.shape[0], device) if s is None else s.layers[i][g]
+                    for s in (None if s is None else s.to(device) for s in states)
+                ]
                 per_group.append(MixerState(torch.cat([p.conv for p in parts]), torch.cat([p.ssm for p in parts])))
-            stacked.append(per_group)
-        return stacked
+            stacked.append(tuple(per_group))
+        return tuple(stacked)
 
     def _check_state(self, state: StreamState, hw: tuple[int, int]) -> None:
         if not isinstance(state, StreamState):
-            raise TypeError(f"state must be a StreamState (from predict_stream or StreamState.from_bytes), got {type(state).__name__}")
+            raise TypeError(
+                f"state must be a StreamState (from predict_stream or StreamState.from_bytes), got {type(state).__name__}"
+            )
         if state.model_fingerprint != self.cfg.fingerprint():
             raise StateMismatchError(
                 f"the stream state belongs to another architecture (fingerprint {state.model_fingerprint}, "
@@ -256,8 +266,6 @@ class TV3S(nn.Module):
                 f"frames are {hw[0]}x{hw[1]} but the stream state was built for {state.input_hw[0]}x{state.input_hw[1]}: "
                 "the frame size cannot change in the middle of a stream; resize the frames or start a new stream"
             )
-        if state.batch != 1:
-            raise StateMismatchError(f"the stream state holds {state.batch} videos; predict_stream continues one")
 
     # ------------------------------------------------------------------ clip
     def clip_has_prediction(self, t: int) -> bool:
@@ -299,7 +307,7 @@ class TV3S(nn.Module):
         fused_early: dict[int, torch.Tensor] = {}
         quarter = geom = None
         for start in range(0, len(needed), 4):
-            idx = needed[start:start + 4]
+            idx = needed[start : start + 4]
             fused = self._fused(x[idx])
             quarter = tuple(fused.shape[-2:])
             geom = head.geometry(quarter)
@@ -307,11 +315,11 @@ class TV3S(nn.Module):
             for k, f in enumerate(idx):
                 grids[f] = grid[k]
                 if f in early:
-                    fused_early[f] = fused[k:k + 1]
+                    fused_early[f] = fused[k : k + 1]
         results: dict[int, torch.Tensor] = {i: head.early_logits(fused_early[i])[0] for i in early}
         full = [i for i in targets if i not in early]
         for start in range(0, len(full), max(1, clips_per_step)):
-            batch = full[start:start + clips_per_step]
+            batch = full[start : start + clips_per_step]
             grid = torch.stack([torch.stack([grids[f - offset] for f in clips[i]]) for i in batch])
             tokens, _ = head.temporal(grid, geom, None, self.backend)
             logits = head.classify(tokens[:, -1], quarter)
@@ -358,3 +366,10 @@ class TV3S(nn.Module):
         grid = head.to_grid(fused, geom).reshape(b, t, geom.height, geom.width, -1)
         tokens, _ = head.temporal(grid, geom, None, self.backend)
         return head.classify(tokens[:, -1], quarter)
+
+
+def _rows_of_video(state: MixerState, k: int, videos: int) -> MixerState:
+    """Video k's rows of a batched mixer state, copied: a view would keep the whole batch's
+    tensor alive for as long as any one video's state is kept."""
+    n = len(state.conv) // videos
+    return MixerState(state.conv[k * n : (k + 1) * n].clone(), state.ssm[k * n : (k + 1) * n].clone())

@@ -15,6 +15,7 @@ CUDA kernels are importable and the tensors live on a GPU, the kernels are used 
 kernel scan starts from zero, and the initial state's contribution, being linear, is added
 exactly afterwards (:func:`initial_state_response`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -87,16 +88,16 @@ def causal_conv1d(
     if conv_state is None:
         conv_state = x.new_zeros(n, k - 1, d)
     extended = torch.cat([conv_state.to(x.dtype), x], dim=1)
-    new_state = extended[:, extended.shape[1] - (k - 1):].contiguous()
+    new_state = extended[:, extended.shape[1] - (k - 1) :].contiguous()
     w2d = weight.reshape(d, k)
     if _use_kernels(x, backend):
         _, conv_fn = _cuda_kernels()
-        y = conv_fn(extended.transpose(1, 2).contiguous(), w2d, bias, activation="silu")[..., k - 1:]
+        y = conv_fn(extended.transpose(1, 2).contiguous(), w2d, bias, activation="silu")[..., k - 1 :]
         return y.transpose(1, 2), new_state
     # K shifted multiply-adds: cross-correlation y[t] = b + Σ_j w[j] · x_ext[t + j].
     y = extended[:, :length] * w2d[:, 0]
     for j in range(1, k):
-        y = y.addcmul_(extended[:, j:j + length], w2d[:, j])
+        y = y.addcmul_(extended[:, j : j + length], w2d[:, j])
     if bias is not None:
         y = y.add_(bias)
     return F.silu(y, inplace=True), new_state
@@ -177,7 +178,12 @@ def scan_plan(device: torch.device) -> tuple[ScanBlock, int]:
 
 
 def _scan_torch(
-    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h: torch.Tensor,
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    h: torch.Tensor,
     plan: tuple[ScanBlock, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference scan: the sequence in blocks, each continuing from the state the last one left."""
@@ -235,8 +241,10 @@ def initial_state_response(
     cum = torch.cumsum(delta, dim=1)
     parts = []
     for start in range(0, length, chunk):
-        decay = torch.exp(cum[:, start:start + chunk].unsqueeze(-1) * A)  # [N,K,D,S]
-        parts.append(torch.matmul(decay * initial_state.unsqueeze(1), C[:, start:start + chunk].unsqueeze(-1)).squeeze(-1))
+        decay = torch.exp(cum[:, start : start + chunk].unsqueeze(-1) * A)  # [N,K,D,S]
+        parts.append(
+            torch.matmul(decay * initial_state.unsqueeze(1), C[:, start : start + chunk].unsqueeze(-1)).squeeze(-1)
+        )
     final = torch.exp(cum[:, -1].unsqueeze(-1) * A) * initial_state
     return torch.cat(parts, dim=1), final
 
@@ -269,9 +277,16 @@ def selective_scan(
         if _use_kernels(u, backend):
             scan_fn, _ = _cuda_kernels()
             y, last = scan_fn(
-                u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A.contiguous(),
-                B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-                None if D is None else D.float(), None, None, True, return_last_state=True,
+                u.transpose(1, 2).contiguous(),
+                delta.transpose(1, 2).contiguous(),
+                A.contiguous(),
+                B.transpose(1, 2).contiguous(),
+                C.transpose(1, 2).contiguous(),
+                None if D is None else D.float(),
+                None,
+                None,
+                True,
+                return_last_state=True,
             )
             y = y.transpose(1, 2)
             if initial_state is not None:

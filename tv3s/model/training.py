@@ -9,6 +9,7 @@ Checkpoints are official-style ``{'meta', 'state_dict'}`` files (so ``load_check
 reads them with a strict key check), plus the optimizer state and iteration for resuming;
 everything loads with ``weights_only=True``.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,11 @@ def param_groups(model: TV3S, cfg: TrainConfig) -> list[dict]:
         if p.requires_grad:
             groups.setdefault(("norm" in name, "head" in name), []).append(p)
     return [
-        {"params": ps, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
-         "lr_mult": cfg.head_lr_mult if head else 1.0}
+        {
+            "params": ps,
+            "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+            "lr_mult": cfg.head_lr_mult if head else 1.0,
+        }
         for (no_decay, head), ps in sorted(groups.items())
     ]
 
@@ -78,15 +82,23 @@ def clip_loss(model: TV3S, frames: torch.Tensor, labels: torch.Tensor, mamba_fra
     per_frame = F.interpolate(frame_logits.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
     loss = 0.5 * F.cross_entropy(per_frame, labels.flatten(0, 1).long(), ignore_index=IGNORE_INDEX)
     mamba = F.interpolate(mamba_logits.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
-    target = labels[:, -mamba_logits.shape[1]:].flatten(0, 1).long()
+    target = labels[:, -mamba_logits.shape[1] :].flatten(0, 1).long()
     return loss + F.cross_entropy(mamba, target, ignore_index=IGNORE_INDEX)
 
 
-def save_checkpoint(path: Path, model: TV3S, meta: dict, optimizer: torch.optim.Optimizer | None = None,
-                    iteration: int | None = None, half: bool = False) -> None:
+def save_checkpoint(
+    path: Path,
+    model: TV3S,
+    meta: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+    iteration: int | None = None,
+    half: bool = False,
+) -> None:
     """Official layout; ``half`` stores floating weights as fp16 (as the official releases)."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+        for k, v in model.state_dict().items()
+    }
     obj: dict = {"meta": meta, "state_dict": state}
     if optimizer is not None:
         obj["optimizer"] = optimizer.state_dict()
@@ -127,36 +139,19 @@ def train(
     torch.manual_seed(cfg.seed)
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.999))
-    start = 0
     latest = out_dir / "latest.pth"
     log_path = out_dir / "log.jsonl"
-    if resume and latest.exists():
-        full = torch.load(latest, map_location="cpu", weights_only=True)  # our own file: one read
-        own = model.state_dict()
-        model.load_state_dict({k: v.to(own[k].dtype) for k, v in full["state_dict"].items()})
-        optimizer.load_state_dict(full["optimizer"])
-        start = int(full["iteration"])
-    elif log_path.exists():
-        log_path.unlink()
+    start = _start_iteration(model, optimizer, latest, log_path, resume)
     meta = checkpoint_meta(model, {"train_config": json.dumps(asdict(cfg)), **(meta_extra or {})})
     device = model.device
-    with log_path.open("a") as log, tqdm(total=cfg.iterations, initial=start, desc="train", disable=not progress) as bar:
+    with (
+        log_path.open("a") as log,
+        tqdm(total=cfg.iterations, initial=start, desc="train", disable=not progress) as bar,
+    ):
         for it in range(start, cfg.iterations):
-            lr = learning_rate(cfg, it)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-            frames, labels = sample_batch(cfg.batch_size)
-            t0 = time.perf_counter()
-            loss = clip_loss(model, torch.from_numpy(frames).to(device), torch.from_numpy(labels).to(device),
-                             cfg.mamba_frames)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss became {value} at iteration {it}; lower --lr")
-            log.write(json.dumps({"iter": it + 1, "loss": value, "lr": lr, "step_s": time.perf_counter() - t0}) + "\n")
-            bar.set_postfix(loss=f"{value:.3f}")
+            record = _train_step(model, optimizer, sample_batch, cfg, it, device)
+            log.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
             bar.update(1)
             if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
                 log.flush()
@@ -166,6 +161,50 @@ def train(
     final = out_dir / "final.pth"
     save_checkpoint(final, model, {**meta, "iteration": cfg.iterations}, half=True)
     return final
+
+
+def _start_iteration(model: TV3S, optimizer: torch.optim.Optimizer, latest: Path, log_path: Path, resume: bool) -> int:
+    """The iteration to start from: ``latest``'s, with its weights and optimizer state restored; else 0.
+
+    A run that starts over removes the old log, so that ``log.jsonl`` and ``loss.png`` describe this run only.
+    """
+    if resume and latest.exists():
+        full = torch.load(latest, map_location="cpu", weights_only=True)  # our own file: one read
+        own = model.state_dict()
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in full["state_dict"].items()})
+        optimizer.load_state_dict(full["optimizer"])
+        return int(full["iteration"])
+    if log_path.exists():
+        log_path.unlink()
+    return 0
+
+
+def _train_step(
+    model: TV3S,
+    optimizer: torch.optim.Optimizer,
+    sample_batch: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    cfg: TrainConfig,
+    it: int,
+    device: torch.device,
+) -> dict:
+    """One optimizer step at iteration ``it`` (0-based); returns its ``log.jsonl`` record.
+
+    Raises FloatingPointError on a non-finite loss: the weights are already spoilt, and going on would only
+    overwrite the last good checkpoint.
+    """
+    lr = learning_rate(cfg, it)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+    frames, labels = sample_batch(cfg.batch_size)
+    t0 = time.perf_counter()
+    loss = clip_loss(model, torch.from_numpy(frames).to(device), torch.from_numpy(labels).to(device), cfg.mamba_frames)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FloatingPointError(f"loss became {value} at iteration {it}; lower --lr")
+    return {"iter": it + 1, "loss": value, "lr": lr, "step_s": time.perf_counter() - t0}
 
 
 def plot_loss(log_path: Path, png: Path, size: tuple[int, int] = (640, 320)) -> None:

@@ -13,6 +13,7 @@ window's row-major order, already accounting for the roll). Sequences of equal l
 merged into one group so the mixer runs once per length rather than once per piece. The
 maps depend only on the geometry, so they are computed once and cached.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,7 +35,9 @@ class WindowGeometry:
     real_shift: bool
 
     def __post_init__(self) -> None:
-        if self.real_shift and not (0 < self.shift < min(self.window_h, self.window_w) or self.shift == self.window_h == self.window_w):
+        if self.real_shift and not (
+            0 < self.shift < min(self.window_h, self.window_w) or self.shift == self.window_h == self.window_w
+        ):
             raise ValueError(
                 f"real shift needs 0 < shift_size < window size (or shift == window), got shift {self.shift} "
                 f"for windows {self.window_h}x{self.window_w}"
@@ -47,7 +50,10 @@ class WindowGeometry:
         """The grid must be a multiple of both window sizes (the official lcm rule)."""
         if self.real_shift:
             return self.window_h, self.window_w
-        return (math.lcm(self.window_h, self.window_h + self.shift), math.lcm(self.window_w, self.window_w + self.shift))
+        return (
+            math.lcm(self.window_h, self.window_h + self.shift),
+            math.lcm(self.window_w, self.window_w + self.shift),
+        )
 
 
 def _tile(grid: torch.Tensor, r0: int, r1: int, c0: int, c1: int, ph: int, pw: int) -> torch.Tensor | None:
@@ -88,6 +94,4 @@ def _build_groups(geom: WindowGeometry, shifted: bool) -> tuple[torch.Tensor, ..
     rolled = torch.roll(grid, shifts=(-s, -s), dims=(0, 1))
     rows = [(0, H - wh, wh), (H - wh, H - s, wh - s), (H - s, H, s)]
     cols = [(0, W - ww, ww), (W - ww, W - s, ww - s), (W - s, W, s)]
-    return _merge_by_length(
-        [_tile(rolled, r0, r1, c0, c1, ph, pw) for r0, r1, ph in rows for c0, c1, pw in cols]
-    )
+    return _merge_by_length([_tile(rolled, r0, r1, c0, c1, ph, pw) for r0, r1, ph in rows for c0, c1, pw in cols])

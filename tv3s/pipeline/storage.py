@@ -13,6 +13,7 @@ retry policy and one place that turns a storage failure into a typed `InputError
   logged or written: URLs are redacted before they enter a message or a record, and a
   `Store` does not print its options.
 """
+
 from __future__ import annotations
 
 import errno
@@ -38,12 +39,32 @@ T = TypeVar("T")
 
 S3_PROTOCOLS = frozenset({"s3", "s3a"})
 TRANSIENT_CODES = frozenset(
-    {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "ServiceUnavailable", "InternalError",
-     "RequestLimitExceeded", "TooManyRequests", "BadGateway", "GatewayTimeout"}
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "BadGateway",
+        "GatewayTimeout",
+    }
 )
 TRANSIENT_ERRNOS = frozenset(
-    {errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED,
-     errno.EPIPE, errno.EHOSTUNREACH, errno.ENETUNREACH, getattr(errno, "EREMOTEIO", errno.EIO)}
+    {
+        errno.EBUSY,
+        errno.EAGAIN,
+        errno.ETIMEDOUT,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ECONNREFUSED,
+        errno.EPIPE,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        getattr(errno, "EREMOTEIO", errno.EIO),
+    }
 )
 GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -148,7 +169,11 @@ def _storage_types() -> tuple[type[BaseException], ...]:
 def _transient_types() -> tuple[type[BaseException], ...]:
     """Network-level exception types of the stacks under fsspec (imported lazily: optional)."""
     types: list[type[BaseException]] = [
-        TimeoutError, ConnectionError, socket.timeout, http.client.IncompleteRead, ShortReadError
+        TimeoutError,
+        ConnectionError,
+        socket.timeout,
+        http.client.IncompleteRead,
+        ShortReadError,
     ]
     try:
         from fsspec.exceptions import FSTimeoutError
@@ -158,11 +183,15 @@ def _transient_types() -> tuple[type[BaseException], ...]:
         pass
     try:
         import botocore.exceptions as bx
-
         from botocore.parsers import ResponseParserError
 
-        types += [bx.HTTPClientError, bx.ConnectionError, bx.ResponseStreamingError, bx.IncompleteReadError,
-                  ResponseParserError]
+        types += [
+            bx.HTTPClientError,
+            bx.ConnectionError,
+            bx.ResponseStreamingError,
+            bx.IncompleteReadError,
+            ResponseParserError,
+        ]
     except ImportError:  # pragma: no cover - no s3 support installed
         pass
     try:
@@ -187,8 +216,13 @@ def failure_record(exc: BaseException, url: str, kind: ErrorKind, stage: str, at
     """The typed record of a failed storage call; the message never contains credentials."""
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     detail = redact_text(f"{type(exc).__name__}: {exc}")
-    return InputError(kind=kind, stage=stage, url=redact_url(url), message=f"{kind.value}{tries} ({detail})",
-                      hint=HINTS.get(kind, HINTS[ErrorKind.unreachable]))
+    return InputError(
+        kind=kind,
+        stage=stage,
+        url=redact_url(url),
+        message=f"{kind.value}{tries} ({detail})",
+        hint=HINTS.get(kind, HINTS[ErrorKind.unreachable]),
+    )
 
 
 def redact_text(text: str) -> str:
@@ -243,12 +277,16 @@ class Store:
                 kind = classify(exc)
                 attempt += 1
                 if kind is not None or attempt >= self.policy.attempts:
-                    raise StorageError(
-                        failure_record(exc, url, kind or ErrorKind.unreachable, stage, attempt)
-                    ) from exc
+                    raise StorageError(failure_record(exc, url, kind or ErrorKind.unreachable, stage, attempt)) from exc
                 wait = self.policy.delay(attempt - 1, self._rng)
-                log.warning("%s: transient %s (attempt %d/%d), retrying in %.2fs", redact_url(url),
-                            type(exc).__name__, attempt, self.policy.attempts, wait)
+                log.warning(
+                    "%s: transient %s (attempt %d/%d), retrying in %.2fs",
+                    redact_url(url),
+                    type(exc).__name__,
+                    attempt,
+                    self.policy.attempts,
+                    wait,
+                )
                 time.sleep(wait)
 
     def size(self, url: str) -> int:
@@ -321,9 +359,14 @@ class Store:
                     errors.append(exc.record)
                     continue
                 if not matches:
-                    errors.append(InputError(kind=ErrorKind.not_found, stage="index", url=redact_url(candidate),
-                                             message="the pattern matches no file",
-                                             hint="check the prefix and the pattern (quote it so the shell does "
-                                                  "not expand it)"))
+                    errors.append(
+                        InputError(
+                            kind=ErrorKind.not_found,
+                            stage="index",
+                            url=redact_url(candidate),
+                            message="the pattern matches no file",
+                            hint="check the prefix and the pattern (quote it so the shell does not expand it)",
+                        )
+                    )
                 urls += matches
         return list(dict.fromkeys(urls)), errors

@@ -4,6 +4,7 @@ Every stage that meets bad input (indexing, reading, decoding, inference) produc
 these instead of raising through the job: the rest of the video and of the job goes on,
 and the record is written to the job's errors table. A record never carries credentials.
 """
+
 from __future__ import annotations
 
 from enum import Enum
@@ -49,5 +50,11 @@ class InputError(BaseModel):
 
     def __str__(self) -> str:
         where = self.url + (f"::{self.member}" if self.member else "")
-        what = f" (video {self.video_id}" + (f", segment {self.segment_index}" if self.segment_index is not None else "") + ")" if self.video_id else ""
+        what = (
+            f" (video {self.video_id}"
+            + (f", segment {self.segment_index}" if self.segment_index is not None else "")
+            + ")"
+            if self.video_id
+            else ""
+        )
         return f"{self.kind.value} at {where}{what}: {self.message}" + (f" - {self.hint}" if self.hint else "")

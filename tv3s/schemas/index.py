@@ -6,12 +6,13 @@ exactly which bytes of which shard hold it, so a reader needs one ranged request
 scan. The schema is versioned in the Parquet metadata; a reader refuses an index of
 another version with the command that rebuilds it.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InputError
+from .manifest import ERRORS_SCHEMA
 
 INDEX_VERSION = 1
 VERSION_KEY = b"tv3s.index.version"
@@ -39,25 +40,8 @@ INDEX_SCHEMA = pa.schema(
     metadata={VERSION_KEY: str(INDEX_VERSION).encode()},
 )
 
-ERRORS_SCHEMA = pa.schema(
-    [
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("url", pa.string(), nullable=False),
-        pa.field("member", pa.string()),
-        pa.field("video_id", pa.string()),
-        pa.field("segment_index", pa.int64()),
-        pa.field("frame_index", pa.int64()),
-        pa.field("message", pa.string(), nullable=False),
-        pa.field("hint", pa.string(), nullable=False),
-    ]
-)
-
-
-def errors_table(errors: list[InputError]) -> pa.Table:
-    """Error records as a table in ERRORS_SCHEMA (the same columns as InputError)."""
-    rows = [e.model_dump(mode="json") for e in errors]
-    return pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA)
+# The index's error records: the job errors table's columns without job_id (one definition, from InputError).
+INDEX_ERRORS_SCHEMA = pa.schema([f for f in ERRORS_SCHEMA if f.name != "job_id"])
 
 
 class SegmentMeta(BaseModel):

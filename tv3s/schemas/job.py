@@ -39,16 +39,20 @@ class InputsSpec(_Strict):
 
     shards: list[str] = Field(default_factory=list, description="WebDataset shard URLs, globs or {a..b} ranges")
     index: str | None = Field(None, description="an index Parquet written by `tv3s index` (instead of shards)")
-    key_pattern: str | None = Field(None, description="regex naming video and position in sample keys "
-                                    "(default: the data plane's)")
+    key_pattern: str | None = Field(
+        None, description="regex naming video and position in sample keys (default: the data plane's)"
+    )
     resize: Literal["official", "none"] = Field(
-        "official", description="official: the TV3S test size rule (853x480, multiples of 32); none: source size")
+        "official", description="official: the TV3S test size rule (853x480, multiples of 32); none: source size"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> InputsSpec:
         if bool(self.shards) == (self.index is not None):
-            raise ValueError("give exactly one of inputs.shards (a list of shard URLs or globs) or inputs.index "
-                             "(an index Parquet from `tv3s index`)")
+            raise ValueError(
+                "give exactly one of inputs.shards (a list of shard URLs or globs) or inputs.index "
+                "(an index Parquet from `tv3s index`)"
+            )
         return self
 
 
@@ -58,10 +62,12 @@ class ModelSpec(_Strict):
     preset: str | None = Field(None, description="a preset name (random weights unless checkpoint is given too)")
     checkpoint: str | None = Field(None, description="checkpoint path or URL (official mmseg or tv3s train)")
     random_weights: bool = Field(False, description="allow a preset without a checkpoint (tests, benchmarks)")
-    mode: Literal["stream", "clip"] = Field("stream", description="stream: state carried over each video; "
-                                            "clip: the paper's t-9/t-6/t-3/t clips")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="bf16/fp16: autocast on CUDA "
-                                                       "(the scan and the state stay fp32); CPU runs fp32")
+    mode: Literal["stream", "clip"] = Field(
+        "stream", description="stream: state carried over each video; clip: the paper's t-9/t-6/t-3/t clips"
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="bf16/fp16: autocast on CUDA (the scan and the state stay fp32); CPU runs fp32"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU when the actor has one")
 
     @model_validator(mode="after")
@@ -69,8 +75,10 @@ class ModelSpec(_Strict):
         if self.checkpoint is None and self.preset is None:
             raise ValueError("give model.checkpoint (a .pth path or URL), or model.preset with random_weights: true")
         if self.checkpoint is None and not self.random_weights:
-            raise ValueError(f"model.preset {self.preset!r} without model.checkpoint would label with random "
-                             "weights; add model.checkpoint, or random_weights: true if that is what you want")
+            raise ValueError(
+                f"model.preset {self.preset!r} without model.checkpoint would label with random "
+                "weights; add model.checkpoint, or random_weights: true if that is what you want"
+            )
         return self
 
 
@@ -83,26 +91,40 @@ class ResourcesSpec(_Strict):
     max_actors_per_node: int | None = Field(None, ge=1, description="spread actors (CPU clusters)")
     prefetch_chunks: int = Field(2, ge=1, le=64, description="decoded chunks an actor keeps ready ahead of the model")
     chunk_frames: int = Field(8, ge=1, le=256, description="frames per forward pass")
-    videos_per_batch: int = Field(1, ge=1, le=64, description="stream mode: videos an actor labels side by "
-                                  "side, their frames batched into one forward pass (each with its own state): fewer, larger "
-                                  "kernels (1.16x with 4 videos on 2 CPU cores, demo model)")
+    videos_per_batch: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="stream mode: videos an actor labels side by "
+        "side, their frames batched into one forward pass (each with its own state): fewer, larger "
+        "kernels (1.16x with 4 videos on 2 CPU cores, demo model)",
+    )
     autoscale_max_actors: int | None = Field(
-        None, ge=1, description="ask the Ray autoscaler for up to this many actors' resources while chains wait")
+        None, ge=1, description="ask the Ray autoscaler for up to this many actors' resources while chains wait"
+    )
 
 
 class StateSpec(_Strict):
     """How temporal state is carried, checkpointed and (optionally) approximated."""
 
     policy: Literal["exact", "split"] = Field(
-        "exact", description="exact: one chain per video, state carried across every segment; split: videos "
+        "exact",
+        description="exact: one chain per video, state carried across every segment; split: videos "
         "longer than split_frames become parallel chains, each warmed up on warmup_frames earlier frames "
-        "(recorded as warmed_up: approximate)")
+        "(recorded as warmed_up: approximate)",
+    )
     split_frames: int = Field(3000, ge=1, description="with policy split: frames per chain")
     warmup_frames: int = Field(32, ge=0, description="with policy split: frames re-run before a chain's first")
-    checkpoint_every: int = Field(1, ge=1, description="save the state with every Nth unit commit "
-                                  "(a resume replays at most N-1 units to rebuild it)")
-    frames_per_unit: int = Field(64, ge=1, description="frame-sequence videos: frames per commit unit "
-                                 "(video-file samples commit one segment per unit)")
+    checkpoint_every: int = Field(
+        1,
+        ge=1,
+        description="save the state with every Nth unit commit (a resume replays at most N-1 units to rebuild it)",
+    )
+    frames_per_unit: int = Field(
+        64,
+        ge=1,
+        description="frame-sequence videos: frames per commit unit (video-file samples commit one segment per unit)",
+    )
 
 
 class RetrySpec(_Strict):
@@ -112,13 +134,18 @@ class RetrySpec(_Strict):
 class JobSpec(_Strict):
     """A labeling job: inputs -> model -> output."""
 
-    name: str = Field(description="job id: letters, digits and . _ = - (names the job in the output; running "
-                      "the same name again resumes it)")
+    name: str = Field(
+        description="job id: letters, digits and . _ = - (names the job in the output; running "
+        "the same name again resumes it)"
+    )
     inputs: InputsSpec
     model: ModelSpec
     output: str = Field(description="output folder or s3://bucket/prefix")
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint for inputs, model and output "
-                                     "(credentials come from the environment, never the spec)")
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint for inputs, model and output "
+        "(credentials come from the environment, never the spec)",
+    )
     resources: ResourcesSpec = ResourcesSpec()
     state: StateSpec = StateSpec()
     retries: RetrySpec = RetrySpec()
@@ -127,16 +154,20 @@ class JobSpec(_Strict):
     @classmethod
     def _name(cls, value: str) -> str:
         if not JOB_NAME.fullmatch(value):
-            raise ValueError(f"{value!r} is not a valid job name: use letters, digits and . _ = - "
-                             "(at most 100 characters, starting with a letter or digit)")
+            raise ValueError(
+                f"{value!r} is not a valid job name: use letters, digits and . _ = - "
+                "(at most 100 characters, starting with a letter or digit)"
+            )
         return value
 
     @field_validator("endpoint_url")
     @classmethod
     def _no_credentials(cls, value: str | None) -> str | None:
         if value and "@" in value.split("://", 1)[-1].split("/", 1)[0]:
-            raise ValueError("put no credentials in endpoint_url: export AWS_ACCESS_KEY_ID / "
-                             "AWS_SECRET_ACCESS_KEY (or use a profile or role) instead")
+            raise ValueError(
+                "put no credentials in endpoint_url: export AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY (or use a profile or role) instead"
+            )
         return value
 
     def storage_options(self) -> dict:

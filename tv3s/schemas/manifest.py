@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: commit units named as units (unit_index, units_committed, units_expected)
 LOW_CONFIDENCE_THRESHOLD = 0.5  # a pixel is low-confidence when its top-1 probability is below this
 TABLE_KEY = b"tv3s.table"
 VERSION_KEY = b"tv3s.schema_version"
@@ -43,7 +43,6 @@ class ResetReason(str, Enum):
     video_start = "video_start"  # first frame of the video: nothing to carry
     missing_segment = "missing_segment"  # the previous segment is missing or failed
     frame_size_changed = "frame_size_changed"  # the video changed frame size mid-stream
-    state_unavailable = "state_unavailable"  # the carried state was lost (e.g. worker died) and not rebuilt
 
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -86,7 +85,12 @@ FRAMES_SCHEMA = _schema(
     [
         _field("job_id", pa.string(), "the labeling job that produced the row"),
         _field("video_id", pa.string(), "the video, as named by the input index"),
-        _field("segment_index", pa.int32(), "segment of the video the frame was read in (0-based)"),
+        _field(
+            "unit_index",
+            pa.int32(),
+            "commit unit of the video the frame belongs to (0-based): the segment index for videos stored as "
+            "segment files, frame_index // frames_per_unit for frame sequences",
+        ),
         _field("frame_index", pa.int64(), "position of the frame in its video (0-based, decode order)"),
         _field(
             "timestamp_s", pa.float64(), "presentation time in seconds from the video's start; null if unknown", True
@@ -110,8 +114,7 @@ FRAMES_SCHEMA = _schema(
         _field(
             "class_histogram",
             _list(pa.int32()),
-            "pixels per class in the mask, indexed by class (SQL lists are 1-based: class k is "
-            "class_histogram[k + 1])",
+            "pixels per class in the mask, indexed by class (SQL lists are 1-based: class k is class_histogram[k + 1])",
         ),
         _field(
             "mean_confidence",
@@ -135,7 +138,7 @@ FRAMES_SCHEMA = _schema(
         _field(
             "state_reset_reason",
             pa.string(),
-            "why the state was reset: video_start, missing_segment, frame_size_changed or state_unavailable",
+            "why the state was reset: video_start, missing_segment or frame_size_changed",
             True,
         ),
         _field("warmup_frames", pa.int32(), "earlier frames re-run to rebuild the state (warmed_up), else 0"),
@@ -151,7 +154,7 @@ class FrameRow(BaseModel):
 
     job_id: str
     video_id: str
-    segment_index: int = Field(ge=0)
+    unit_index: int = Field(ge=0)
     frame_index: int = Field(ge=0)
     timestamp_s: float | None = None
     source_url: str
@@ -209,10 +212,8 @@ VIDEOS_SCHEMA = _schema(
         _field("frames", pa.int64(), "frames labeled (rows in `frames`)"),
         _field("first_frame_index", pa.int64(), "smallest frame_index labeled; null when no frame was", True),
         _field("last_frame_index", pa.int64(), "largest frame_index labeled; null when no frame was", True),
-        _field("segments_committed", pa.int32(), "segments whose results (frames or errors) were committed"),
-        _field(
-            "segments_expected", pa.int32(), "segments the input index lists for the video; null if not given", True
-        ),
+        _field("units_committed", pa.int32(), "commit units whose results (frames or errors) were committed"),
+        _field("units_expected", pa.int32(), "commit units planned for the video; null if not given", True),
         _field("width", pa.int32(), "frame width (of the first labeled frame); null when no frame was", True),
         _field("height", pa.int32(), "frame height (of the first labeled frame); null when no frame was", True),
         _field("class_histogram", _list(pa.int64()), "pixels per class over all labeled frames"),
@@ -223,7 +224,7 @@ VIDEOS_SCHEMA = _schema(
         _field("temporal_agreement_min", pa.float32(), "smallest non-null temporal_agreement (worst flicker)", True),
         _field("state_resets", pa.int32(), "frames whose temporal_state is reset"),
         _field("state_warmups", pa.int32(), "frames whose temporal_state is warmed_up"),
-        _field("errors", pa.int64(), "rows in `errors` committed with this video's segments"),
+        _field("errors", pa.int64(), "rows in `errors` committed with this video's units"),
         _field("class_names", _list(pa.string()), "the model's class names, indexed by class"),
         _field("palette", _list(_list(pa.uint8(), 3)), "the model's RGB colour per class"),
         _field("model_config", pa.string(), "the model's architecture config as JSON (tv3s.model config dict)"),
@@ -263,7 +264,7 @@ def _errors_fields() -> list[pa.Field]:
 _ERROR_DESCRIPTIONS = {
     "kind": "what went wrong (tv3s.schemas.errors.ErrorKind: not_found, corrupt_member, ...)",
     "video_id": "the video concerned, when known",
-    "segment_index": "the segment concerned, when known",
+    "segment_index": "the segment (a piece of a video file) concerned, when known",
     "frame_index": "the frame concerned, when known",
     "message": "what happened",
     "hint": "what to do about it",
@@ -272,14 +273,16 @@ _ERROR_DESCRIPTIONS = {
 ERRORS_SCHEMA = _schema("errors", _errors_fields())
 
 
-def errors_table(job_id: str, errors: list[InputError]) -> pa.Table:
-    """The `errors` rows of a job's error records."""
-    columns: dict[str, list] = {name: [] for name in ERRORS_SCHEMA.names}
+def errors_table(errors: list[InputError], job_id: str | None = None, schema: pa.Schema = ERRORS_SCHEMA) -> pa.Table:
+    """Error records as rows of `schema`: InputError's columns, and `job_id` where the schema has it
+    (the job's errors table; the index's errors file has none)."""
+    columns: dict[str, list] = {name: [] for name in schema.names}
     for error in errors:
-        columns["job_id"].append(job_id)
+        if "job_id" in columns:
+            columns["job_id"].append(job_id)
         for name, value in error:
             columns[name].append(value.value if isinstance(value, Enum) else value)
-    return pa.Table.from_pydict(columns, schema=ERRORS_SCHEMA)
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 TABLES: dict[str, pa.Schema] = {"frames": FRAMES_SCHEMA, "videos": VIDEOS_SCHEMA, "errors": ERRORS_SCHEMA}

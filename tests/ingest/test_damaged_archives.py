@@ -1,0 +1,347 @@
+"""A corpus of deliberately broken inputs: each yields its typed error record and nothing else is lost.
+
+Every test builds real shards holding the bad input next to good videos, runs index ->
+plan -> ordered read, and checks (1) the error record (kind, where, a hint) and (2) that
+every frame of everything else arrives, in order, with the stream state reset exactly
+where frames are missing or the size changes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from tv3s.pipeline.ingest.chunks import iter_videos
+from tv3s.pipeline.ingest.index import build_index, plan_videos
+from tv3s.pipeline.ingest.resize import ResizeRule
+from tv3s.pipeline.storage import RetryPolicy, Store
+from tv3s.schemas.errors import ErrorKind, InputError
+
+from ..support.datagen import encode, encode_image, frame_sample, read_stamp, segment_sample, stamped_frames, tar_bytes
+from ..support.faultproxy import fault_proxy
+
+K = ErrorKind
+FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
+
+
+def seg(video: int, index: int, frames: int = 4, **kw) -> dict:
+    """A good H.264 segment of video `video` whose json gives start_frame and frames."""
+    data = encode(stamped_frames(video, index * frames, frames))
+    return segment_sample(f"v{video}", index, data, start_frame=index * frames, frames=frames, **kw)
+
+
+def good_video(number: int = 9, segments: int = 2) -> list[dict]:
+    return [seg(number, i) for i in range(segments)]
+
+
+def run(
+    shards: list[bytes | list[dict]],
+    tmp_path: Path,
+    store: Store | None = None,
+    urls: list[str] | None = None,
+    workers: int = 4,
+):
+    """Index + plan + read; returns ({video_id: [(stamp video, stamp frame)]}, resets, all error records)."""
+    store = store or Store()
+    if urls is None:
+        urls = []
+        for i, shard in enumerate(shards):
+            path = tmp_path / f"shard-{i}.tar"
+            path.write_bytes(shard if isinstance(shard, bytes) else tar_bytes(shard))
+            urls.append(str(path))
+    result = build_index(urls, store, workers=workers)
+    runs, plan_errors = plan_videos(result.table)
+    errors: list[InputError] = [*result.errors, *plan_errors]
+    frames: dict[str, list[tuple[int, int]]] = {}
+    resets: dict[str, list[int]] = {}
+    for chunk in iter_videos(runs, store, errors.append, ResizeRule(scale=None), chunk=3):
+        if chunk.reset:
+            resets.setdefault(chunk.video_id, []).append(chunk.frame_index)
+        frames.setdefault(chunk.video_id, []).extend(read_stamp(f) for f in chunk.frames)
+    for e in errors:
+        assert e.message and e.hint, e
+    return frames, resets, errors
+
+
+def frames_of(video: int, *ranges: range) -> list[tuple[int, int]]:
+    return [(video, t) for r in ranges for t in r]
+
+
+def only(errors: list[InputError], kind: ErrorKind) -> InputError:
+    matching = [e for e in errors if e.kind == kind]
+    assert len(matching) == 1, errors
+    assert len(errors) == 1, f"unexpected extra records: {errors}"
+    return matching[0]
+
+
+def raw_tar(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+# --- members that do not decode -------------------------------------------------------
+
+
+def test_corrupt_member(tmp_path):
+    bad = segment_sample("v0", 1, b"\x00garbage" * 300, start_frame=4, frames=4)
+    frames, resets, errors = run([[seg(0, 0), bad, seg(0, 2)], good_video()], tmp_path)
+    e = only(errors, K.corrupt_member)
+    assert (e.stage, e.video_id, e.segment_index, e.member) == ("decode", "v0", 1, "v0/000001.mp4")
+    assert e.url.endswith("shard-0.tar") and "re-encode" in e.hint
+    assert frames["v0"] == frames_of(0, range(0, 4), range(8, 12))
+    assert resets["v0"] == [0, 8] and frames["v9"] == frames_of(9, range(8))
+
+
+def test_truncated_member_decodes_what_is_there_and_says_so(tmp_path):
+    mkv = encode(stamped_frames(0, 4, 12), "libx264", "matroska")
+    cut = segment_sample("v0", 1, mkv[: int(len(mkv) * 0.8)], ext="mkv", start_frame=4, frames=12)
+    frames, resets, errors = run([[seg(0, 0), cut], good_video()], tmp_path)
+    e = only(errors, K.corrupt_member)
+    assert e.segment_index == 1 and "json says 12" in e.message
+    got = frames["v0"]
+    assert got[:4] == frames_of(0, range(4)) and 4 < len(got) < 16
+    assert all(v == 0 for v, _ in got) and [n for _, n in got] == sorted({n for _, n in got})  # in order, once
+    assert frames["v9"] == frames_of(9, range(8))
+
+
+def test_truncated_segment_without_frame_count_is_caught_by_the_next_start_frame(tmp_path):
+    mkv = encode(stamped_frames(0, 4, 12), "libx264", "matroska")
+    cut = segment_sample("v0", 1, mkv[: int(len(mkv) * 0.8)], ext="mkv", start_frame=4)
+    seg2 = segment_sample("v0", 2, encode(stamped_frames(0, 16, 4)), start_frame=16, frames=4)
+    frames, resets, errors = run([[seg(0, 0), cut, seg2]], tmp_path)
+    e = only(errors, K.corrupt_member)
+    assert e.segment_index == 1 and "frames are missing" in e.message
+    assert frames["v0"][-4:] == frames_of(0, range(16, 20)) and resets["v0"] == [0, 16]
+
+
+def test_truncated_tar(tmp_path):
+    data = tar_bytes([seg(0, 0), seg(0, 1), seg(0, 2)])
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        third = [m for m in tar.getmembers() if m.name == "v0/000002.mp4"][0]
+    frames, resets, errors = run([data[: third.offset_data + 100], good_video()], tmp_path)
+    assert {e.kind for e in errors} == {K.truncated_tar}
+    e = errors[0]
+    assert e.stage == "index" and e.member == "v0/000002.mp4" and "re-upload" in e.hint
+    assert frames["v0"] == frames_of(0, range(8)) and frames["v9"] == frames_of(9, range(8))
+
+
+def test_empty_shards(tmp_path):
+    end_marker_only = raw_tar([])
+    frames, _, errors = run([b"", end_marker_only, good_video()], tmp_path)
+    assert [(e.kind, e.url.rsplit("/", 1)[1]) for e in errors] == [
+        (K.empty_shard, "shard-0.tar"),
+        (K.empty_shard, "shard-1.tar"),
+    ]
+    assert frames["v9"] == frames_of(9, range(8))
+
+
+def test_zero_frame_and_one_frame_videos(tmp_path):
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        container.start_encoding()
+    empty = segment_sample("v1", 0, buf.getvalue())
+    one = segment_sample("v2", 0, encode(stamped_frames(2, 0, 1)))
+    frames, _, errors = run([[empty, one], good_video()], tmp_path)
+    e = only(errors, K.no_frames)
+    assert e.video_id == "v1" and "v1" not in frames
+    assert frames["v2"] == [(2, 0)] and frames["v9"] == frames_of(9, range(8))
+
+
+def test_unsupported_codec(tmp_path):
+    avi = encode(stamped_frames(0, 0, 4), "mpeg4", "avi")
+    unknown = avi.replace(b"FMP4", b"ZZZ9")  # a FourCC no FFmpeg decoder claims
+    frames, _, errors = run([[segment_sample("v0", 0, unknown, ext="avi")], good_video()], tmp_path)
+    e = only(errors, K.unsupported_codec)
+    assert e.video_id == "v0" and "no decoder" in e.message and "libx264" in e.hint
+    assert frames["v9"] == frames_of(9, range(8))
+
+
+# --- frame size changes ---------------------------------------------------------------
+
+
+def test_segment_of_another_size(tmp_path):
+    big = segment_sample("v0", 1, encode(stamped_frames(0, 4, 4, height=128, width=160)), start_frame=4, frames=4)
+    frames, resets, errors = run([[seg(0, 0), big, seg(0, 2)]], tmp_path)
+    kinds = [(e.kind, e.frame_index) for e in errors]
+    assert kinds == [(K.frame_size_changed, 4), (K.frame_size_changed, 8)]
+    assert frames["v0"] == frames_of(0, range(12)) and resets["v0"] == [0, 4, 8]
+
+
+def test_size_change_inside_one_segment(tmp_path):
+    small, large = stamped_frames(0, 0, 3), stamped_frames(0, 3, 3, height=128, width=160)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as container:
+        stream = container.add_stream("mpeg4", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        stream.codec_context.qscale = 2
+        for f in small:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode(None))
+        second = av.CodecContext.create("mpeg4", "w")  # a new sequence header mid-stream
+        second.width, second.height, second.pix_fmt = 160, 128, "yuv420p"
+        second.time_base, second.framerate, second.qscale = Fraction(1, 12), Fraction(12), 2
+        for i, f in enumerate(large):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts, frame.time_base = 3 + i, second.time_base
+            for packet in [*second.encode(frame)]:
+                packet.stream = stream
+                container.mux(packet)
+        for packet in second.encode(None):
+            packet.stream = stream
+            container.mux(packet)
+    frames, resets, errors = run([[segment_sample("v0", 0, buf.getvalue(), ext="mkv")]], tmp_path)
+    e = only(errors, K.frame_size_changed)
+    assert (e.segment_index, e.frame_index) == (0, 3) and "160x128" in e.message
+    assert frames["v0"] == frames_of(0, range(6)) and resets["v0"] == [0, 3]
+
+
+def test_frame_of_another_size_in_a_sequence(tmp_path):
+    samples = [frame_sample("v0", i, encode_image(stamped_frames(0, i, 1)[0])) for i in range(5)]
+    samples[2] = frame_sample("v0", 2, encode_image(stamped_frames(0, 2, 1, height=128, width=160)[0]))
+    frames, resets, errors = run([samples], tmp_path)
+    assert [(e.kind, e.frame_index) for e in errors] == [(K.frame_size_changed, 2), (K.frame_size_changed, 3)]
+    assert frames["v0"] == frames_of(0, range(5)) and resets["v0"] == [0, 2, 3]
+
+
+# --- images that are not 8-bit RGB, or not images -------------------------------------
+
+
+def test_grayscale_rgba_and_16_bit_frames_are_converted_and_reported(tmp_path):
+    rgb = stamped_frames(0, 0, 6)
+    wide = io.BytesIO()
+    Image.fromarray(rgb[4, ..., 0].astype(np.uint16) * 257).save(wide, format="png")  # 16-bit grey
+    images = [
+        encode_image(rgb[0]),
+        encode_image(rgb[1], "png", "L"),
+        encode_image(rgb[2], "png", "L"),
+        encode_image(rgb[3], "png", "RGBA"),
+        wide.getvalue(),
+        encode_image(rgb[5], "png", "P"),
+    ]
+    frames, resets, errors = run([[frame_sample("v0", i, d, "png") for i, d in enumerate(images)]], tmp_path)
+    assert [(e.kind, e.frame_index) for e in errors] == [(K.bad_image_format, i) for i in (1, 3, 4, 5)]
+    assert [e.message.split(" (")[0][10:] for e in errors] == ["mode L", "mode RGBA", "mode I;16", "mode P"]
+    assert frames["v0"] == frames_of(0, range(6)) and resets["v0"] == [0]  # converted: nothing missing
+
+
+def test_non_image_members(tmp_path):
+    samples = [frame_sample("v0", i, encode_image(stamped_frames(0, i, 1)[0])) for i in range(5)]
+    samples[1] = frame_sample("v0", 1, b"this is a text file, not a JPEG")
+    samples[3]["txt"] = b"notes"  # an unknown member inside a sample
+    frames, resets, errors = run([samples, [{"__key__": "README", "md": b"# shards"}]], tmp_path)
+    kinds = sorted((e.kind.value, e.member) for e in errors)
+    assert kinds == [
+        ("corrupt_member", "v0/000001.jpg"),
+        ("unknown_member", "README.md"),
+        ("unknown_member", "v0/000003.txt"),
+    ]
+    assert frames["v0"] == frames_of(0, [0], range(2, 5)) and resets["v0"] == [0, 2]
+
+
+def test_unsafe_member_names(tmp_path):
+    good = [(f"v0/{i:06d}.jpg", encode_image(stamped_frames(0, i, 1)[0])) for i in range(3)]
+    evil = [
+        ("../escape/000000.jpg", good[0][1]),
+        ("/etc/v5/000001.jpg", good[1][1]),
+        ("v6/../../000002.jpg", good[2][1]),
+    ]
+    frames, _, errors = run([raw_tar(good[:2] + evil + good[2:])], tmp_path)
+    assert sorted(e.member for e in errors if e.kind == K.unsafe_member_name) == sorted(n for n, _ in evil)
+    assert len(errors) == 3 and set(frames) == {"v0"} and frames["v0"] == frames_of(0, range(3))
+
+
+# --- keys, metadata, chains -----------------------------------------------------------
+
+
+def test_duplicate_keys(tmp_path):
+    first, again, other = seg(0, 0), seg(0, 1), seg(0, 1)
+    again["__key__"] = first["__key__"]  # the same key further on in the shard
+    frames, resets, errors = run([[first, seg(0, 2), again], [other, seg(0, 2)]], tmp_path)
+    kinds = [(e.kind, e.url.rsplit("/", 1)[1], e.segment_index) for e in errors]
+    assert (K.duplicate_key, "shard-0.tar", None) in kinds  # key repeated inside a shard
+    assert (K.duplicate_key, "shard-1.tar", 2) in kinds  # segment 2 of v0 in two shards
+    assert len(errors) == 2
+    assert frames["v0"] == frames_of(0, range(12)) and resets["v0"] == [0]
+
+
+def test_bad_json(tmp_path):
+    broken = seg(1, 0)
+    broken["json"] = b'{"video_id": "v1", "segment_index": '
+    no_id = seg(2, 0)
+    no_id["json"] = json.dumps({"segment_index": 0}).encode()
+    negative = seg(3, 0)
+    negative["json"] = json.dumps({"video_id": "v3", "segment_index": -1}).encode()
+    frames, _, errors = run([[broken, no_id, negative], good_video()], tmp_path)
+    assert [e.kind for e in errors] == [K.bad_metadata] * 3
+    assert "does not parse" in errors[0].message and "video_id" in errors[1].message
+    assert "segment_index" in errors[2].message and errors[0].member == "v1/000000.json"
+    assert set(frames) == {"v9"} and frames["v9"] == frames_of(9, range(8))
+
+
+def test_frame_without_json_or_matching_key(tmp_path):
+    samples = [frame_sample("v0", i, encode_image(stamped_frames(0, i, 1)[0])) for i in range(3)]
+    samples.append({"__key__": "loose-frame", "jpg": samples[0]["jpg"]})
+    frames, _, errors = run([samples], tmp_path)
+    e = only(errors, K.bad_metadata)
+    assert e.member == "loose-frame.jpg" and "--key-pattern" in e.hint
+    assert frames["v0"] == frames_of(0, range(3))
+
+
+def test_missing_segment_splits_the_video(tmp_path):
+    frames, resets, errors = run([[seg(0, 0), seg(0, 1), seg(0, 3)], good_video()], tmp_path)
+    e = only(errors, K.missing_segment)
+    assert (e.video_id, e.segment_index) == ("v0", 2) and "restarts at segment 3" in e.message
+    assert frames["v0"] == frames_of(0, range(8), range(12, 16)) and resets["v0"] == [0, 12]
+
+
+# --- URLs -----------------------------------------------------------------------------
+
+
+def test_unreachable_forbidden_and_missing_urls(s3, tmp_path):
+    bucket = s3.make_bucket("bad-urls")
+    fs = s3.filesystem()
+    fs.pipe(f"{bucket}/good.tar", tar_bytes(good_video()))
+    fs.pipe(f"{bucket}/secret.tar", tar_bytes(good_video(8)))
+    with fault_proxy(s3.endpoint_url) as proxy:
+        store = Store({**s3.storage_options, "client_kwargs": {"endpoint_url": proxy.url}}, FAST)
+        proxy.inject("403")  # the first read of the first shard is refused
+        frames, _, errors = run(
+            [], tmp_path, store, urls=[f"{bucket}/secret.tar", f"{bucket}/gone.tar", f"{bucket}/good.tar"], workers=1
+        )
+    kinds = {(e.kind, e.url.rsplit("/", 1)[1]) for e in errors}
+    assert kinds == {(K.forbidden, "secret.tar"), (K.not_found, "gone.tar")}
+    assert frames == {"v9": frames_of(9, range(8))}
+    dead = Store({**s3.storage_options, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}, FAST)
+    _, _, errors = run([], tmp_path, dead, urls=[f"{bucket}/good.tar"])
+    assert [e.kind for e in errors] == [K.unreachable] and "AWS_ENDPOINT_URL" in errors[0].hint
+
+
+def test_shard_lost_after_indexing_is_reported_at_read_time(s3, tmp_path):
+    bucket = s3.make_bucket("lost-after-index")
+    fs = s3.filesystem()
+    fs.pipe(f"{bucket}/a.tar", tar_bytes([seg(0, 0)]))
+    fs.pipe(f"{bucket}/b.tar", tar_bytes([seg(0, 1), *good_video()]))
+    store = Store(s3.storage_options, FAST)
+    runs, _ = plan_videos(build_index([f"{bucket}/{{a,b}}.tar"], store).table)
+    fs.rm(f"{bucket}/a.tar")
+    errors: list[InputError] = []
+    got = {}
+    for chunk in iter_videos(runs, store, errors.append, ResizeRule(scale=None)):
+        got.setdefault(chunk.video_id, []).extend(read_stamp(f) for f in chunk.frames)
+    e = only(errors, K.not_found)
+    assert (e.stage, e.video_id, e.segment_index) == ("read", "v0", 0)
+    assert got == {"v0": frames_of(0, range(4, 8)), "v9": frames_of(9, range(8))}

@@ -1,0 +1,177 @@
+"""Tar header scan and the Parquet index: offsets, parallel multi-shard indexing, chains, gaps, duplicates."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pyarrow.parquet as pq
+import pytest
+
+from tv3s.cli import main
+from tv3s.pipeline.ingest.index import build_index, plan_videos, read_index, write_table
+from tv3s.pipeline.ingest.tarscan import ChunkReader, TarDefect, iter_members
+from tv3s.pipeline.storage import Store
+from tv3s.schemas.errors import ErrorKind
+from tv3s.schemas.index import INDEX_SCHEMA, INDEX_VERSION
+
+from ..support.datagen import frame_sample, segment_sample, tar_bytes, write_shard
+
+
+def scan(data: bytes, chunk: int = 1 << 20):
+    reader = ChunkReader(lambda s, e: data[s:e], len(data), chunk)
+    return list(iter_members(reader.read_at, len(data)))
+
+
+def test_scan_matches_tarfile_including_long_and_pax_names():
+    buf = io.BytesIO()
+    long_name = "a/" + "very-long-directory-name/" * 8 + "k.mp4"
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in [("x/1.json", b"{}"), (long_name, b"v" * 1000), ("big.bin", bytes(70000))]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    pax = io.BytesIO()
+    with tarfile.open(fileobj=pax, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("ü/" + "p" * 120 + ".jpg")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    for data in (buf.getvalue(), pax.getvalue()):
+        expected = [(m.name, m.offset_data, m.size) for m in tarfile.open(fileobj=io.BytesIO(data))]
+        for chunk in (512, 4096, 1 << 20):  # buffer boundaries anywhere
+            assert [(m.name, m.offset, m.size) for m in scan(data, chunk)] == expected
+
+
+def test_scan_reads_only_headers_of_large_members():
+    data = tar_bytes([{"__key__": f"k{i}", "mp4": bytes(3 << 20)} for i in range(4)])
+    fetched = []
+
+    def read(start, end):
+        fetched.append(end - start)
+        return data[start:end]
+
+    members = list(iter_members(ChunkReader(read, len(data), 4096).read_at, len(data)))
+    assert len(members) == 4
+    assert sum(fetched) < 64 * 1024  # 12 MiB archive, a few KiB read
+
+
+def test_truncated_archive_yields_intact_members_then_defect():
+    data = tar_bytes([{"__key__": f"k{i}", "jpg": bytes(2000)} for i in range(3)])
+    second = list(tarfile.open(fileobj=io.BytesIO(data)))[1]
+    cut = data[: second.offset_data + 1000]  # inside the second member
+    got = []
+    with pytest.raises(TarDefect) as info:
+        for m in iter_members(lambda o, n: cut[o : o + n], len(cut)):
+            got.append(m.name)
+    assert got == ["k0.jpg"]
+    assert info.value.kind == ErrorKind.truncated_tar and "k1.jpg" in str(info.value)
+
+
+def _archive(tmp_path):
+    """Three shards: two videos' segments spread over them, plus a frame sequence."""
+    v = lambda vid, i: segment_sample(vid, i, b"\x00" * (100 + i), fps=10.0, start_frame=i * 5)  # noqa: E731
+    shards = [
+        [v("drive-b", 1), v("drive-a", 0)],
+        [v("drive-a", 1), frame_sample("cam", 0, b"jpg0"), frame_sample("cam", 1, b"jpg1")],
+        [v("drive-b", 0), v("drive-a", 2)],
+    ]
+    return [write_shard(tmp_path / f"s-{i}.tar", s) for i, s in enumerate(shards)]
+
+
+def test_index_rows_point_at_the_member_bytes(tmp_path):
+    urls = _archive(tmp_path)
+    result = build_index([str(tmp_path / "s-{0..2}.tar")], Store(), workers=3)
+    assert result.errors == [] and result.shards == 3 and result.members == 12
+    table = result.table
+    assert table.schema.equals(INDEX_SCHEMA, check_metadata=True)
+    assert table.num_rows == 7
+    for row in table.to_pylist():
+        with open(row["shard"], "rb") as f:
+            f.seek(row["media_offset"])
+            media = f.read(row["media_size"])
+        with tarfile.open(row["shard"]) as tar:
+            assert tar.extractfile(row["media_member"]).read() == media
+    a1 = next(r for r in table.to_pylist() if r["video_id"] == "drive-a" and r["index"] == 1)
+    assert (a1["shard"], a1["position"], a1["fps"], a1["start_frame"]) == (urls[1], 0, 10.0, 5)
+    assert a1["meta_member"] == "drive-a/000001.json"
+
+
+def test_plan_orders_each_video_across_shards(tmp_path):
+    _archive(tmp_path)
+    runs, errors = plan_videos(build_index([str(tmp_path / "*.tar")], Store()).table)
+    assert errors == []
+    assert [(r.video_id, r.sample_type, [row["index"] for row in r.rows]) for r in runs] == [
+        ("cam", "frame", [0, 1]),
+        ("drive-a", "segment", [0, 1, 2]),
+        ("drive-b", "segment", [0, 1]),
+    ]
+
+
+def test_gaps_split_videos_and_duplicates_are_reported(tmp_path):
+    seg = lambda i: segment_sample("d", i, b"x" * 10)  # noqa: E731
+    write_shard(tmp_path / "a.tar", [seg(0), seg(1), seg(3)])
+    write_shard(tmp_path / "b.tar", [seg(1), seg(6)])
+    write_shard(tmp_path / "c.tar", [frame_sample("f", i, b"j") for i in (1, 2, 4)])
+    runs, errors = plan_videos(build_index([str(tmp_path / "*.tar")], Store()).table)
+    assert [(r.video_id, r.run, [row["index"] for row in r.rows]) for r in runs] == [
+        ("d", 0, [0, 1]),
+        ("d", 1, [3]),
+        ("d", 2, [6]),
+        ("f", 0, [1, 2]),
+        ("f", 1, [4]),
+    ]
+    kinds = [(e.kind, e.video_id, e.segment_index, e.frame_index) for e in errors]
+    assert (ErrorKind.duplicate_key, "d", 1, None) in kinds
+    assert (ErrorKind.missing_segment, "d", 2, None) in kinds
+    assert (ErrorKind.missing_segment, "d", 4, None) in kinds
+    assert (ErrorKind.missing_segment, "f", None, 3) in kinds
+    dup = next(e for e in errors if e.kind == ErrorKind.duplicate_key)
+    assert dup.url.endswith("b.tar") and "a.tar" in dup.message
+
+
+def test_missing_first_segment_is_a_gap(tmp_path):
+    write_shard(tmp_path / "a.tar", [segment_sample("d", 2, b"x")])
+    runs, errors = plan_videos(build_index([str(tmp_path / "a.tar")], Store()).table)
+    assert [e.kind for e in errors] == [ErrorKind.missing_segment] and "0..1" in errors[0].message
+
+
+def test_index_parquet_roundtrip_on_s3_is_versioned(s3, tmp_path):
+    bucket = s3.make_bucket("index-roundtrip")
+    fs = s3.filesystem()
+    for path in _archive(tmp_path):
+        fs.put(path, f"{bucket}/shards/{path.rsplit('/', 1)[1]}")
+    store = Store(s3.storage_options)
+    result = build_index([f"{bucket}/shards/s-{{0..2}}.tar"], store, workers=2)
+    assert result.table.num_rows == 7 and not result.errors
+    write_table(result.table, f"{bucket}/index.parquet", store)
+    back = read_index(f"{bucket}/index.parquet", store)
+    assert back.equals(result.table)
+    assert all(u.startswith(f"{bucket}/shards/") for u in back.column("shard").to_pylist())
+    stale = result.table.replace_schema_metadata({b"tv3s.index.version": b"0"})
+    write_table(stale, f"{bucket}/old.parquet", store)
+    with pytest.raises(ValueError, match=f"version 0, this tv3s reads version {INDEX_VERSION}.*tv3s index"):
+        read_index(f"{bucket}/old.parquet", store)
+
+
+def test_index_command(tmp_path, capsys):
+    _archive(tmp_path)
+    out = tmp_path / "out" / "idx.parquet"
+    assert (
+        main(
+            [
+                "index",
+                str(tmp_path / "s-{0..2}.tar"),
+                str(tmp_path / "missing-*.tar"),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "indexed 7 samples of 3 videos from 3 shards" in printed and "1 not_found" in printed
+    assert pq.read_table(out).num_rows == 7
+    errors = pq.read_table(tmp_path / "out" / "idx.errors.parquet").to_pylist()
+    assert [e["kind"] for e in errors] == ["not_found"] and errors[0]["hint"]
+    assert main(["index", str(tmp_path / "s-0.tar"), "--out", str(out), "--key-pattern", "{x}"]) == 2

@@ -1,0 +1,61 @@
+"""Reading the archive: shards and their index in, one video's frames out, in order.
+
+A shard's tar headers are walked without fetching member data (`tarscan`); members are
+grouped into WebDataset samples (`samples`); `build_index` writes one row per sample and
+`plan_videos` orders each video's samples into runs. Readers then fetch a video's bytes
+with ranged requests (`fetch`), decode them (`decode`, the project's only decoder),
+resize them by the official rule (`resize`) and hand them over in chunks that say where
+the stream state must restart (`chunks`). `pack` makes shards from video files;
+`source_frames` re-reads single frames for exports and renders.
+"""
+
+from .chunks import CursorState, FrameChunk, FrameOrigin, UnitEnd, iter_units, iter_video, iter_videos
+from .decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DecodeError, Image8, decode_image, decode_video
+from .fetch import ShardSample, read_media_batch, read_sample, stream_shard
+from .index import IndexResult, VideoRun, build_index, plan_videos, read_index
+from .pack import PackOptions
+from .resize import ResizeRule, resize_frames
+from .samples import DEFAULT_KEY_PATTERN, SampleError, SampleId, identify
+from .source_frames import FrameRef, SourceError, SourceReader, read_frames
+from .tarscan import ChunkReader, MemberScan, TarDefect, TarMember, iter_members
+
+__all__ = [
+    "DEFAULT_KEY_PATTERN",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "ChunkReader",
+    "CursorState",
+    "DecodeError",
+    "FrameChunk",
+    "FrameOrigin",
+    "FrameRef",
+    "Image8",
+    "IndexResult",
+    "MemberScan",
+    "PackOptions",
+    "ResizeRule",
+    "SampleError",
+    "SampleId",
+    "ShardSample",
+    "SourceError",
+    "SourceReader",
+    "TarDefect",
+    "TarMember",
+    "UnitEnd",
+    "VideoRun",
+    "build_index",
+    "decode_image",
+    "decode_video",
+    "identify",
+    "iter_members",
+    "iter_units",
+    "iter_video",
+    "iter_videos",
+    "plan_videos",
+    "read_frames",
+    "read_index",
+    "read_media_batch",
+    "read_sample",
+    "resize_frames",
+    "stream_shard",
+]

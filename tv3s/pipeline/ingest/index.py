@@ -1,0 +1,378 @@
+"""Index WebDataset shards into a Parquet table, and plan each video as ordered runs.
+
+Why an index: stream inference needs every segment of a video in order and nothing of
+another video in between, while a video's segments are spread over shards. Scanning tar
+headers once (no media is decoded or even downloaded) gives, for each sample, its video,
+its position in the video and the exact byte range of its members, so a worker can read
+one video's samples with ranged requests in order, wherever they are.
+
+Every problem met on the way becomes an `InputError` (the shard or member, what is
+wrong, what to do) and the scan of that shard, or of the other shards, goes on.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import groupby
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from ...schemas.errors import ErrorKind, InputError
+from ...schemas.index import INDEX_ERRORS_SCHEMA, INDEX_SCHEMA, INDEX_VERSION, VERSION_KEY
+from ...schemas.manifest import errors_table
+from ..storage import StorageError, Store, redact_url
+from .samples import (
+    DEFAULT_KEY_PATTERN,
+    META_EXT,
+    SampleError,
+    identify,
+    key_of,
+    media_kind,
+    parse_json,
+    split_name,
+    unsafe_name,
+)
+from .tarscan import ChunkReader, MemberScan, TarMember
+
+SCAN_CHUNK = 1 << 20
+
+
+@dataclass
+class ShardIndex:
+    """What one shard contributed: index rows in shard order, error records, member count."""
+
+    rows: list[dict] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
+    members: int = 0
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    table: pa.Table
+    errors: list[InputError]
+    shards: int
+    members: int
+
+
+@dataclass(frozen=True)
+class VideoRun:
+    """Consecutive samples of one video with no gap: the unit that carries one stream state.
+
+    A video with gaps (or, found while reading, a change of frame size) is several runs;
+    `run` numbers them from 0 and the state is reset at the start of each.
+    """
+
+    video_id: str
+    sample_type: str
+    run: int
+    rows: tuple[dict, ...]
+
+
+# --- one shard ------------------------------------------------------------------------
+
+
+def index_shard(url: str, order: int, store: Store, key_pattern: str = DEFAULT_KEY_PATTERN) -> ShardIndex:
+    """Scan one shard's headers (and its small json members) into index rows."""
+    out = ShardIndex()
+    safe_url = redact_url(url)
+
+    def error(kind: ErrorKind, message: str, hint: str, member: str | None = None) -> None:
+        out.errors.append(InputError(kind=kind, stage="index", url=safe_url, member=member, message=message, hint=hint))
+
+    try:
+        size = store.size(url)
+        if size == 0:
+            error(ErrorKind.empty_shard, "the shard is an empty file", "re-create or delete the shard")
+            return out
+        reader = ChunkReader(lambda start, end: store.read(url, start, end), size, SCAN_CHUNK)
+        scan = MemberScan(reader.read_at, size)
+        for position, (key, group) in enumerate(_samples(_counted(_safe_members(scan, error), out), error)):
+            if scan.cut_through(key, key_of):
+                break  # the truncated_tar record below covers it
+            row = _sample_row(key, group, reader, key_pattern, error)
+            if row is not None:
+                out.rows.append(row | {"shard": safe_url, "shard_order": order, "position": position})
+        if scan.defect is not None:
+            hint = (
+                "re-upload the shard; the members before this point are indexed"
+                if scan.defect.kind == ErrorKind.truncated_tar
+                else "re-create the shard with tv3s shards pack"
+            )
+            error(scan.defect.kind, str(scan.defect), hint, scan.defect.member)
+    except StorageError as exc:
+        out.errors.append(exc.record.model_copy(update={"stage": "index"}))
+        return out
+    if out.members == 0 and not out.errors:
+        error(ErrorKind.empty_shard, "the shard holds no members", "re-create or delete the shard")
+    return out
+
+
+def _counted(members: Iterator[TarMember], out: ShardIndex) -> Iterator[TarMember]:
+    for member in members:
+        out.members += 1
+        yield member
+
+
+def _safe_members(members: Iterable[TarMember], error) -> Iterator[TarMember]:
+    """Drop (and report) members that are not plain files or whose names could escape a folder."""
+    for m in members:
+        if unsafe_name(m.name):
+            error(
+                ErrorKind.unsafe_member_name,
+                f"member name {m.name!r} is absolute or contains '..'; ignored",
+                "re-pack with relative member names (KEY.ext)",
+                m.name,
+            )
+        elif not m.regular:
+            error(
+                ErrorKind.unknown_member,
+                "a link or special file, not data; ignored",
+                "store samples as regular files",
+                m.name,
+            )
+        else:
+            yield m
+
+
+def _samples(members: Iterable[TarMember], error) -> Iterator[tuple[str, list[TarMember]]]:
+    """Runs of consecutive members with one key (webdataset's grouping); a key seen again is a duplicate."""
+    seen: set[str] = set()
+    for key, group in groupby(members, key=lambda m: key_of(m.name)):
+        group = list(group)
+        if split_name(group[0].name) is None:
+            error(
+                ErrorKind.unknown_member,
+                "member name has no extension, so it is no part of a sample; ignored",
+                "name members KEY.ext",
+                group[0].name,
+            )
+            continue
+        if key in seen:
+            error(
+                ErrorKind.duplicate_key,
+                f"sample key {key!r} appears again further on in this shard; this occurrence is ignored",
+                "give every sample a unique key",
+                group[0].name,
+            )
+            continue
+        seen.add(key)
+        yield key, group
+
+
+def _sample_row(key: str, group: list[TarMember], reader: ChunkReader, key_pattern: str, error) -> dict | None:
+    media: list[TarMember] = []
+    meta: TarMember | None = None
+    for m in group:
+        ext = split_name(m.name)[1]
+        if ext == META_EXT and meta is None:
+            meta = m
+        elif media_kind(ext) is not None:
+            media.append(m)
+        else:
+            error(
+                ErrorKind.unknown_member,
+                f"extension .{ext} is neither media nor json; ignored",
+                "only .mp4 .mkv .webm .avi .mov .jpg .jpeg .png and .json members are read",
+                m.name,
+            )
+    if not media:
+        if meta is not None:
+            error(
+                ErrorKind.unknown_member,
+                "a json with no media member; ignored",
+                "store the video or frame next to its json under the same key",
+                meta.name,
+            )
+        return None
+    for extra in media[1:]:
+        error(
+            ErrorKind.duplicate_key,
+            f"sample {key!r} has more than one media member; only {media[0].name} is used",
+            "one media member per sample key",
+            extra.name,
+        )
+    item = media[0]
+    try:
+        parsed = parse_json(reader.read_at(meta.offset, meta.size)) if meta else None
+        sample = identify(key, media_kind(split_name(item.name)[1]), parsed, key_pattern)
+    except SampleError as exc:
+        error(exc.kind, str(exc), exc.hint, (meta or item).name)
+        return None
+    return {
+        "video_id": sample.video_id,
+        "sample_type": sample.sample_type,
+        "index": sample.index,
+        "key": key,
+        "media_member": item.name,
+        "media_offset": item.offset,
+        "media_size": item.size,
+        "meta_member": meta.name if meta else None,
+        "meta_offset": meta.offset if meta else None,
+        "meta_size": meta.size if meta else None,
+        "fps": sample.fps,
+        "start_frame": sample.start_frame,
+        "frames": sample.frames,
+        "camera": sample.camera,
+    }
+
+
+# --- many shards ----------------------------------------------------------------------
+
+
+def build_index(
+    patterns: Iterable[str],
+    store: Store,
+    key_pattern: str = DEFAULT_KEY_PATTERN,
+    workers: int = 8,
+    progress: bool = False,
+) -> IndexResult:
+    """Index every shard matched by `patterns` (in parallel), rows in shard order."""
+    urls, errors = store.expand(patterns)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(index_shard, url, i, store, key_pattern) for i, url in enumerate(urls)]
+        with tqdm(total=len(futures), unit="shard", desc="index", disable=not progress) as bar:
+            shards = []
+            for future in futures:
+                shards.append(future.result())
+                bar.update()
+    rows = [row for shard in shards for row in shard.rows]
+    errors += [e for shard in shards for e in shard.errors]
+    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    return IndexResult(table, errors, len(urls), sum(s.members for s in shards))
+
+
+# --- Parquet --------------------------------------------------------------------------
+
+
+def write_table(table: pa.Table, uri: str, store: Store) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    store.write(uri, buf.getvalue())
+
+
+def write_errors(errors: list[InputError], uri: str, store: Store) -> None:
+    write_table(errors_table(errors, schema=INDEX_ERRORS_SCHEMA), uri, store)
+
+
+def read_index(uri: str, store: Store) -> pa.Table:
+    """The index at `uri`; refuses another schema version with the command that rebuilds it."""
+    table = pq.read_table(io.BytesIO(store.read_all(uri)))
+    version = (table.schema.metadata or {}).get(VERSION_KEY, b"?").decode()
+    if version != str(INDEX_VERSION) or not set(INDEX_SCHEMA.names) <= set(table.column_names):
+        raise ValueError(
+            f"{redact_url(uri)}: index version {version}, this tv3s reads version {INDEX_VERSION}; "
+            "rebuild it with `tv3s index SHARDS... --out URI`"
+        )
+    return table.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
+
+
+def default_errors_uri(index_uri: str) -> str:
+    stem = index_uri[: -len(".parquet")] if index_uri.endswith(".parquet") else index_uri
+    return stem + ".errors.parquet"
+
+
+# --- videos as ordered chains ---------------------------------------------------------
+
+
+def plan_videos(table: pa.Table) -> tuple[list[VideoRun], list[InputError]]:
+    """Every video as ordered runs of samples, split at gaps; duplicates and gaps reported.
+
+    Segment chains start at segment 0 (the format numbers them so), so missing leading
+    segments are a gap; frame chains start at their lowest frame number, since frame
+    files are numbered from 0 or from 1 in the wild. Of samples claiming the same
+    position the first in shard order is kept.
+    """
+    order = table.sort_by(
+        [("video_id", "ascending"), ("index", "ascending"), ("shard_order", "ascending"), ("position", "ascending")]
+    )
+    runs: list[VideoRun] = []
+    errors: list[InputError] = []
+    for video_id, rows in groupby(order.to_pylist(), key=lambda r: r["video_id"]):
+        rows = list(rows)
+        kinds = Counter(r["sample_type"] for r in rows)
+        main = kinds.most_common(1)[0][0]
+        for r in rows:
+            if r["sample_type"] != main:
+                errors.append(
+                    _row_error(
+                        r,
+                        ErrorKind.bad_metadata,
+                        f"video {video_id} is mostly {main}s but this sample is a {r['sample_type']}; it is left out",
+                        "give segments and frame sequences different video ids",
+                    )
+                )
+        kept = _without_duplicates([r for r in rows if r["sample_type"] == main], errors)
+        video_runs, gap_errors = _split_at_gaps(kept, 0 if main == "segment" else kept[0]["index"])
+        runs += [VideoRun(video_id, main, i, tuple(run)) for i, run in enumerate(video_runs)]
+        errors += gap_errors
+    return runs, errors
+
+
+def _without_duplicates(rows: list[dict], errors: list[InputError]) -> list[dict]:
+    kept: list[dict] = []
+    for r in rows:
+        if kept and kept[-1]["index"] == r["index"]:
+            first = kept[-1]
+            errors.append(
+                _row_error(
+                    r,
+                    ErrorKind.duplicate_key,
+                    f"{r['sample_type']} {r['index']} of video {r['video_id']} also appears at "
+                    f"{first['shard']}::{first['media_member']}; this copy is ignored",
+                    "remove the duplicate sample or give it the right index",
+                )
+            )
+        else:
+            kept.append(r)
+    return kept
+
+
+def _split_at_gaps(rows: list[dict], first_expected: int) -> tuple[list[list[dict]], list[InputError]]:
+    runs: list[list[dict]] = []
+    errors: list[InputError] = []
+    expected = first_expected
+    for r in rows:
+        if r["index"] != expected:
+            what = "segments" if r["sample_type"] == "segment" else "frames"
+            missing = f"{expected}" if r["index"] == expected + 1 else f"{expected}..{r['index'] - 1}"
+            errors.append(
+                InputError(
+                    kind=ErrorKind.missing_segment,
+                    stage="index",
+                    url=r["shard"],
+                    member=r["media_member"],
+                    video_id=r["video_id"],
+                    **_index_field(r["sample_type"], expected),
+                    message=f"{what} {missing} of video {r['video_id']} are missing; the video is split there and "
+                    f"the stream state restarts at {r['sample_type']} {r['index']}",
+                    hint="add the missing samples to the shards and re-run tv3s index",
+                )
+            )
+        if not runs or r["index"] != expected:
+            runs.append([])
+        runs[-1].append(r)
+        expected = r["index"] + 1
+    return runs, errors
+
+
+def _index_field(sample_type: str, index: int) -> dict:
+    return {"segment_index": index} if sample_type == "segment" else {"frame_index": index}
+
+
+def _row_error(row: dict, kind: ErrorKind, message: str, hint: str) -> InputError:
+    return InputError(
+        kind=kind,
+        stage="index",
+        url=row["shard"],
+        member=row["media_member"],
+        video_id=row["video_id"],
+        **_index_field(row["sample_type"], row["index"]),
+        message=message,
+        hint=hint,
+    )

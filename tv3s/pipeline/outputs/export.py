@@ -1,0 +1,244 @@
+"""Selected frames of an output as WebDataset training shards: what `tv3s train` reads.
+
+Each sample is ``{video}/{frame:06d}`` with the source frame re-read by reference
+(``.jpg``), its committed mask exactly as stored (``.png``) and the frames row without
+the mask (``.json``). Layout of the destination::
+
+    shard-00000.tar, shard-00001.tar, ...   the samples, in (video, frame) order
+    _export/plan.json                       job, predicate, frame count, shard size, selection digest
+    _export/shard-00000.json                written after its shard: samples written, frames skipped
+
+Resumable: the selection is split into shards deterministically, and a shard whose record
+exists is done, so a re-run writes only the others. A shard is built in a local temporary
+file and placed with one rename (local disk) or one PUT (object store): a crash never
+leaves a half-written shard visible. A frame whose source cannot be read any more is
+skipped, named in its shard's record, and the rest of the export goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+
+import duckdb
+import fsspec
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..ingest.source_frames import FrameRef, SourceError, SourceReader
+from ..storage import Store
+from .manifest import safe_key
+from .query import QueryError, run_query, sql_literal
+
+PLAN = "_export/plan.json"
+HINT = "the frame is skipped; restore the source and re-run the same export to add it"
+
+
+class ExportError(ValueError):
+    """The export cannot go ahead as asked; the message says what to do instead."""
+
+
+@dataclass
+class ExportResult:
+    shards: list[str]
+    frames_selected: int
+    samples_written: int = 0
+    shards_written: int = 0  # by this run (the others were done before)
+    skipped: list[dict] = field(default_factory=list)
+
+
+def sample_key(video_id: str, frame_index: int) -> str:
+    """``{video}/{frame:06d}``; an id with characters unsafe in a tar path gets a slug plus its hash
+    (``safe_key``), which keeps distinct videos apart. The json keeps the exact id."""
+    plain = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._=-]*", video_id) is not None
+    return f"{video_id if plain else safe_key(video_id)}/{frame_index:06d}"
+
+
+def select_frames(con: duckdb.DuckDBPyConnection, job_id: str, where: str) -> list[tuple[str, int]]:
+    """(video_id, frame_index) of the job's frames the predicate selects, in export order."""
+    sql = (
+        f"SELECT video_id, frame_index FROM frames WHERE job_id = {sql_literal(job_id)} AND ({where}) "
+        "ORDER BY video_id, frame_index"
+    )
+    try:
+        table = run_query(con, sql)
+    except QueryError as exc:
+        raise ExportError(f"the --where predicate does not work on the frames table: {exc}") from exc
+    return list(zip(table.column("video_id").to_pylist(), table.column("frame_index").to_pylist()))
+
+
+def export(
+    con: duckdb.DuckDBPyConnection,
+    job_id: str,
+    where: str,
+    dest: str,
+    store: Store,
+    shard_frames: int = 1000,
+    quality: int = 95,
+    progress: bool = True,
+) -> ExportResult:
+    """Write (or finish writing) the shards of the frames `where` selects into `dest`."""
+    selection = select_frames(con, job_id, where)
+    if not selection:
+        raise ExportError(
+            f"the predicate selects no frames of job {job_id!r}; check it with "
+            f'tv3s query OUTPUT "SELECT count(*) FROM frames WHERE {where}"'
+        )
+    dest = dest.rstrip("/")
+    plan = {
+        "job_id": job_id,
+        "where": where,
+        "frames": len(selection),
+        "shard_frames": shard_frames,
+        "selection_sha256": _digest(selection),
+    }
+    _check_plan(store, dest, plan)
+    chunks = [selection[k : k + shard_frames] for k in range(0, len(selection), shard_frames)]
+    result = ExportResult([f"{dest}/shard-{i:05d}.tar" for i in range(len(chunks))], len(selection))
+    done = {i: record for i in range(len(chunks)) if (record := _shard_record(store, dest, i)) is not None}
+    for record in done.values():
+        result.samples_written += record["samples"]
+        result.skipped += record["skipped"]
+    reader = SourceReader(store, HINT)
+    initial = sum(len(chunks[i]) for i in done)
+    with tqdm(total=len(selection), initial=initial, unit="frame", desc="export", disable=not progress) as bar:
+        for i, chunk in enumerate(chunks):
+            if i in done:
+                continue
+            record = _write_shard(con, job_id, where, chunk, reader, store, result.shards[i], quality, bar.update)
+            store.write(f"{dest}/_export/shard-{i:05d}.json", json.dumps(record).encode())
+            result.samples_written += record["samples"]
+            result.skipped += record["skipped"]
+            result.shards_written += 1
+    return result
+
+
+def _write_shard(
+    con: duckdb.DuckDBPyConnection,
+    job_id: str,
+    where: str,
+    chunk: Sequence[tuple[str, int]],
+    reader: SourceReader,
+    store: Store,
+    url: str,
+    quality: int,
+    advance: Callable[[int], object],
+) -> dict:
+    import webdataset as wds
+
+    skipped: list[dict] = []
+    samples = 0
+    local = _is_local(url)
+    directory = os.path.dirname(_local_path(url)) if local else None
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(suffix=".tar.tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as raw, wds.TarWriter(raw) as writer:
+            for row in _rows(con, job_id, where, chunk):
+                try:
+                    frame = reader.frame(FrameRef(row["source_url"], row["source_member"], row["source_frame_index"]))
+                    if frame.shape[:2] != (row["height"], row["width"]):
+                        raise SourceError(
+                            f"the source frame is {frame.shape[1]}x{frame.shape[0]} but its mask is "
+                            f"{row['width']}x{row['height']}: the source changed since labeling; {HINT}"
+                        )
+                except SourceError as exc:
+                    skipped.append({"video_id": row["video_id"], "frame_index": row["frame_index"], "error": str(exc)})
+                    advance(1)
+                    continue
+                mask = row.pop("mask_png")
+                writer.write(
+                    {
+                        "__key__": sample_key(row["video_id"], row["frame_index"]),
+                        "jpg": _jpeg(frame, quality),
+                        "png": mask,
+                        "json": json.dumps(row, default=_json_value).encode(),
+                    }
+                )
+                samples += 1
+                advance(1)
+        if local:
+            os.replace(tmp, _local_path(url))
+        else:
+            store.put(tmp, url)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"shard": url, "samples": samples, "skipped": skipped}
+
+
+def _rows(con: duckdb.DuckDBPyConnection, job_id: str, where: str, chunk: Sequence[tuple[str, int]]):
+    """Full rows of the chunk's frames, video by video, in order (few masks in memory at once)."""
+    for video_id, keys in groupby(chunk, key=lambda k: k[0]):
+        frames = [f for _, f in keys]
+        sql = (
+            f"SELECT * FROM frames WHERE job_id = ? AND video_id = ? AND frame_index BETWEEN ? AND ? AND ({where}) "
+            "ORDER BY frame_index"
+        )
+        for start in range(0, len(frames), 64):
+            part = frames[start : start + 64]
+            rows = con.sql(sql, params=[job_id, video_id, part[0], part[-1]]).to_arrow_table().to_pylist()
+            wanted = set(part)
+            yield from (r for r in rows if r["frame_index"] in wanted)
+
+
+def _check_plan(store: Store, dest: str, plan: dict) -> None:
+    url = f"{dest}/{PLAN}"
+    fs, path = store.filesystem(url)
+    if fs.exists(path):
+        before = json.loads(store.read_all(url))
+        if before != plan:
+            raise ExportError(
+                f"{dest} already holds an export of another selection (job {before.get('job_id')!r}, "
+                f"where {before.get('where')!r}, {before.get('frames')} frames, {before.get('shard_frames')} per "
+                "shard); export to another --to, or delete it first"
+            )
+        return
+    store.write(url, json.dumps(plan, indent=2).encode())
+
+
+def _shard_record(store: Store, dest: str, index: int) -> dict | None:
+    url = f"{dest}/_export/shard-{index:05d}.json"
+    fs, path = store.filesystem(url)
+    if not fs.exists(path):
+        return None
+    try:
+        return json.loads(store.read_all(url))
+    except ValueError:  # a record cut short by a crash: the shard is written again
+        return None
+
+
+def _digest(selection: Sequence[tuple[str, int]]) -> str:
+    h = hashlib.sha256()
+    for video_id, frame_index in selection:
+        h.update(f"{video_id}\0{frame_index}\n".encode())
+    return h.hexdigest()
+
+
+def _jpeg(frame: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, bytes):
+        return None
+    return str(value)
+
+
+def _is_local(url: str) -> bool:
+    return fsspec.utils.get_protocol(url) in ("file", "local")
+
+
+def _local_path(url: str) -> str:
+    return fsspec.core.url_to_fs(url)[1]

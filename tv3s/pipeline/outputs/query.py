@@ -1,0 +1,165 @@
+"""SQL over an output's committed parts: DuckDB tables `frames`, `videos`, `errors`.
+
+Only the files of the committed view are read (never an abandoned attempt, never a part
+replaced by compaction). Object stores are reached through fsspec registered with
+DuckDB, not through DuckDB's httpfs extension, which cannot be downloaded everywhere.
+
+Read-only, twice over: only SELECT (and EXPLAIN of one) is accepted, and before the
+user's SQL runs DuckDB is told to access no files but the view's and to refuse any
+configuration change afterwards, so even a statement that slipped through could not
+write into the output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ...schemas.manifest import TABLES
+from .commit import Output
+
+FORMATS = ("table", "csv", "json", "parquet")
+_ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+class QueryError(ValueError):
+    """The SQL is refused or fails; the message says why and what to write instead."""
+
+
+def connect(output: Output) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the output's tables, locked to reading them."""
+    view = output.view()
+    con = duckdb.connect(":memory:")
+    if not output.local:
+        con.register_filesystem(output.fs)
+    allowed = []
+    for name, schema in TABLES.items():
+        files = [output.uri(f.path) for f in view.table_files(name)]
+        if files:
+            listing = ", ".join(sql_literal(f) for f in files)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
+            allowed += files
+        else:  # no part yet: an empty table of the right columns, so queries still bind
+            con.register("_empty", schema.empty_table())
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM _empty")
+            con.unregister("_empty")
+    con.execute(f"SET allowed_paths = [{', '.join(sql_literal(f) for f in allowed)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """The result of one read-only statement, as an Arrow table."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot parse the SQL: {exc}") from exc
+    if len(statements) != 1:
+        raise QueryError(f"give exactly one statement, got {len(statements)}")
+    if statements[0].type not in _ALLOWED:
+        raise QueryError(
+            f"outputs are read-only: {statements[0].type.name} statements are refused. Use SELECT over "
+            f"{', '.join(TABLES)}, and --format/--out to save the result elsewhere"
+        )
+    try:
+        return con.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(f"{exc}") from exc
+
+
+def resolve_job(con: duckdb.DuckDBPyConnection, job_id: str | None) -> str:
+    """The job to work on: the one given (which must have frames), or the output's only one."""
+    jobs = [j for (j,) in con.sql("SELECT DISTINCT job_id FROM frames ORDER BY 1").fetchall()]
+    if job_id is not None and job_id in jobs:
+        return job_id
+    if job_id is not None:
+        raise QueryError(f"job {job_id!r} has no frames in this output; it has: {', '.join(jobs) or 'none'}")
+    if len(jobs) == 1:
+        return jobs[0]
+    if not jobs:
+        raise QueryError("the output has no committed frames yet")
+    listed = ", ".join(jobs[:5]) + (", ..." if len(jobs) > 5 else "")
+    raise QueryError(f"the output holds {len(jobs)} jobs ({listed}); pass --job")
+
+
+# --- presenting results -------------------------------------------------------------------
+
+
+def format_table(table: pa.Table, max_rows: int = 50, max_width: int = 40) -> str:
+    """A plain-text table for the terminal; binary cells (masks) shown as their size."""
+    shown = table.slice(0, max_rows).to_pylist()
+    header = table.column_names
+    cells = [[_cell(row[name], max_width) for name in header] for row in shown]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
+    line = "-+-".join("-" * w for w in widths)
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
+    out += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    if table.num_rows > max_rows:
+        out.append(f"... {table.num_rows - max_rows} more rows (use --max-rows, or --format csv/json/parquet)")
+    out.append(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})")
+    return "\n".join(out)
+
+
+def write_result(table: pa.Table, fmt: str, dest: Path | None) -> str | None:
+    """Write a result as csv, json (one object per line) or parquet to `dest`; csv/json
+    without `dest` are returned as text. Binary cells become base64 in csv and json."""
+    if fmt == "parquet":
+        if dest is None:
+            raise QueryError("--format parquet needs --out FILE")
+        pq.write_table(table, dest)
+        return None
+    if fmt == "csv":
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(_text_friendly(table), sink)
+        text = sink.getvalue().to_pybytes().decode()
+    elif fmt == "json":
+        text = "".join(json.dumps(row, default=_json_default) + "\n" for row in table.to_pylist())
+    else:
+        raise QueryError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    if dest is None:
+        return text
+    dest.write_text(text)
+    return None
+
+
+def _text_friendly(table: pa.Table) -> pa.Table:
+    """CSV has no binary or list cells: base64 for binary, JSON text for nested values."""
+    columns = []
+    for column, f in zip(table.columns, table.schema, strict=True):
+        if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type):
+            column = pa.array([None if v is None else base64.b64encode(v).decode() for v in column.to_pylist()])
+        elif pa.types.is_nested(f.type):
+            column = pa.array([None if v is None else json.dumps(v, default=_json_default) for v in column.to_pylist()])
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
+def _cell(value: object, max_width: int) -> str:
+    if value is None:
+        text = "NULL"
+    elif isinstance(value, bytes):
+        text = f"<{len(value)} bytes>"
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, list) and len(value) > 6:
+        text = "[" + ", ".join(str(v) for v in value[:4]) + f", ... ({len(value)})]"
+    else:
+        text = str(value)
+    return text if len(text) <= max_width else text[: max_width - 3] + "..."
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
