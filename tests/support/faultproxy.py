@@ -1,7 +1,8 @@
 """A small HTTP proxy on 127.0.0.1 that forwards to the S3 server and injects faults on demand.
 
-Tests point s3fs at the proxy (endpoint_url) and queue faults; each request whose method
-matches takes the next queued fault instead of (or, for `cut`, part of) the real answer:
+Tests point s3fs at the proxy (endpoint_url) and queue faults, or set a rate at which
+faults strike at random (`random_faults`); each request whose method matches takes the
+next queued fault instead of (or, for `cut`, part of) the real answer:
 
 * ``500`` / ``503``: an S3 XML error with that status (InternalError / ServiceUnavailable);
 * ``slowdown``: 503 SlowDown, what S3 answers when a prefix is throttled;
@@ -14,6 +15,7 @@ matches takes the next queued fault instead of (or, for `cut`, part of) the real
 from __future__ import annotations
 
 import http.client
+import random
 import threading
 import time
 from collections import deque
@@ -38,6 +40,7 @@ class FaultProxy:
         self.faults: deque[tuple[str, str]] = deque()
         self.log: list[tuple[str, str, str]] = []  # (method, path, fault or "ok")
         self.lock = threading.Lock()
+        self.rate, self.kinds, self.rng = 0.0, (), random.Random(0)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,6 +66,13 @@ class FaultProxy:
         with self.lock:
             self.faults.extend((method, f) for f in faults)
 
+    def random_faults(self, rate: float, kinds: tuple[str, ...], seed: int = 0) -> None:
+        """From now on, each request without a queued fault gets one of `kinds` with probability `rate`."""
+        if not set(kinds) <= FAULTS:
+            raise ValueError(f"unknown faults {sorted(set(kinds) - FAULTS)}; one of {sorted(FAULTS)}")
+        with self.lock:
+            self.rate, self.kinds, self.rng = rate, tuple(kinds), random.Random(seed)
+
     def requests(self, method: str = "GET") -> list[str]:
         with self.lock:
             return [fault for m, _, fault in self.log if m == method]
@@ -77,6 +87,8 @@ class FaultProxy:
             fault = "ok"
             if self.faults and self.faults[0][0] == method:
                 fault = self.faults.popleft()[1]
+            elif self.rate and self.rng.random() < self.rate:
+                fault = self.rng.choice(self.kinds)
             self.log.append((method, path, fault))
             return fault
 

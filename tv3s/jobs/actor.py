@@ -9,6 +9,7 @@ driver re-sends the lost chain, which resumes from its last committed resume poi
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -52,6 +53,7 @@ def make_worker(spec: JobSpec, device: torch.device, observer=None) -> ChainWork
     return ChainWorker(model, run, writer, store, options)
 
 
+log = logging.getLogger(__name__)
 FAULT_PAUSE = "TV3S_FAULT_PAUSE"
 
 
@@ -119,7 +121,11 @@ class LabelActor:
                 return cancel_marker is not None and self._exists(cancel_marker)
 
             before, busy = self.worker.frames_done, self.worker.seconds_busy
-            outcomes = self._compute.submit(self.worker.process_many, chains, cancelled).result()
+            try:
+                outcomes = self._compute.submit(self.worker.process_many, chains, cancelled).result()
+            except Exception:  # the traceback in the actor's log; the driver records the cause
+                log.exception("chains %s failed", ", ".join(c.id for c in chains))
+                raise
             self._metrics.record(self.worker.frames_done - before, self.worker.seconds_busy - busy)
             return outcomes
 

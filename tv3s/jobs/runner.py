@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
@@ -291,7 +292,7 @@ class JobRunner:
     def _retry(
         self, chain: Chain, attempt: int, exc: Exception, pending: deque, summary: JobSummary, writer: ManifestWriter
     ) -> None:
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        reason = failure_reason(exc)
         if attempt < self.spec.retries.chain_attempts:
             log.warning("chain %s lost on attempt %d (%s); resuming it from its last commit", chain.id, attempt, reason)
             summary.retries += 1
@@ -399,6 +400,25 @@ class JobRunner:
         self.output.fs.pipe_file(self.paths["status"], json.dumps(body, indent=1).encode())
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The real cause of a failed actor call, in one line.
+
+    Ray raises a task's exception wrapped in a RayTaskError whose text starts with Ray's own
+    (coloured) header, `ray::LabelActor.process() (pid=...)`, which says nothing of the
+    cause; its `cause` is the exception the actor raised. A lost actor or node (no cause)
+    is named by Ray's exception type and first line.
+    """
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("ray::")]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def run_job(
     spec: JobSpec,
     address: str | None = None,
@@ -409,19 +429,18 @@ def run_job(
     """Run `spec` on the Ray cluster at `address`, or on a local Ray started (and stopped) here."""
     import ray
 
-    started_here = False
+    from .local_ray import start_local_ray, stop_local_ray
+
+    local = connected = None
     if not ray.is_initialized():
         if address is None:
-            # A Ray started for one job needs no network: every socket on loopback, and so no
-            # token auth either (which would otherwise switch on once ~/.ray/auth_token exists).
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False, logging_level=logging.WARNING)
+            local = start_local_ray(num_cpus, dashboard)
         else:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        started_here = True
+            connected = ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     try:
         return JobRunner(spec, progress=progress).run()
     finally:
-        if started_here:
+        if local is not None:
+            stop_local_ray(local)
+        elif connected is not None:
             ray.shutdown()

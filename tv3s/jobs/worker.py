@@ -12,6 +12,8 @@ a lost actor, node or driver produces exactly the rows an uninterrupted pass wou
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import queue
 import threading
 import time
@@ -26,10 +28,12 @@ from ..pipeline.ingest.resize import ResizeRule
 from ..pipeline.outputs.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler
 from ..pipeline.outputs.masks import logits_to_labels
 from ..pipeline.storage import Store, redact_url
-from ..schemas.errors import InputError
+from ..schemas.errors import ErrorKind, InputError
 from ..schemas.manifest import FrameRow, ResetReason, TemporalState
 from .plan import Chain, Unit, unit_number
 from .resume_point import ResumePoint, ResumePointError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,9 +77,42 @@ class _ChainRead:
     warmed: bool = False  # the state began with a warm-up: rows say so
     warming: bool = False
     first_chunk: bool = True
+    restart: bool = False  # the model failed on the last chunk: the next one starts a fresh state
     since_checkpoint: int = 0
     rows: list[FrameRow] = field(default_factory=list)  # of the unit being read
     errors: list[InputError] = field(default_factory=list)
+
+
+# What the model may raise on one input (frames it cannot take, a numerical failure): recorded
+# against the video. Anything else (TypeError, AttributeError, KeyError, ...) is a bug of the
+# code and fails the chain, which the driver reports with the real exception.
+INPUT_FAILURES = (ValueError, RuntimeError, ArithmeticError)
+
+
+class FrameFailure(Exception):
+    """Thrown into a chain's generator in place of a prediction the model could not make."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+def _failure_record(chain: Chain, chunk: FrameChunk, cause: BaseException) -> InputError:
+    first, last = chunk.frame_index, chunk.frame_index + len(chunk.frames) - 1
+    origin = chunk.sources[0]
+    detail = str(cause).splitlines()[0] if str(cause) else ""
+    return InputError(
+        kind=ErrorKind.model_error,
+        stage="model",
+        url=redact_url(origin.url),
+        member=origin.member,
+        video_id=chain.video_id,
+        segment_index=origin.sample_index if chain.sample_type == "segment" else None,
+        frame_index=first,
+        message=f"frames {first}..{last} ({chunk.source_size[0]}x{chunk.source_size[1]}) could not be labelled: "
+        f"{type(cause).__name__}: {detail}; the stream state restarts after them",
+        hint="check these frames (size, content); if every frame fails, report it with this message",
+    )
 
 
 # A chain's labeling: yields the next chunk to predict, is sent back its prediction.
@@ -126,14 +163,28 @@ class ChainWorker:
             for key, (_, request) in pending.items():
                 groups.setdefault(request.frames.shape if mode == "stream" else key, []).append(key)
             for keys in groups.values():
-                with _autocast(self.model, self.options.autocast):
-                    answers = predict_steps(self.model, [pending[k][1] for k in keys], mode, on_device=True)
+                answers = self._predict([pending[k][1] for k in keys])
                 for key, answer in zip(keys, answers):
                     gen = pending[key][0]
                     try:
-                        pending[key] = (gen, gen.send(answer))
+                        step = gen.throw(answer) if isinstance(answer, FrameFailure) else gen.send(answer)
+                        pending[key] = (gen, step)
                     except StopIteration:
                         del pending[key]
+
+    def _predict(self, requests: list[StepRequest]) -> list[tuple[Chunk, Carried] | FrameFailure]:
+        """The model's answers; a chunk the model fails on gets a FrameFailure instead, and when a
+        batch fails each video's chunk is tried alone so the others still get theirs."""
+        try:
+            with _autocast(self.model, self.options.autocast):
+                return predict_steps(self.model, requests, self.options.mode, on_device=True)
+        except INPUT_FAILURES as exc:
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                raise  # the device's limit, not the input's: the chain is retried
+            if len(requests) == 1:
+                log.warning("the model failed on a chunk: %s: %s", type(exc).__name__, exc)
+                return [FrameFailure(exc)]
+            return [answer for r in requests for answer in self._predict([r])]
 
     # ------------------------------------------------------------------ one chain
     def _label(
@@ -167,8 +218,14 @@ class ChainWorker:
                 if item.reset:  # a warm-up read starts from nothing, on purpose: that reset is the warm-up
                     read.carried, read.warmed = None, read.warming and read.first_chunk
                 read.first_chunk = False
-                result, read.carried = yield StepRequest(item.frames, read.carried)
+                try:
+                    result, read.carried = yield StepRequest(item.frames, read.carried)
+                except FrameFailure as failure:  # recorded against the video; the chain goes on
+                    read.errors.append(_failure_record(chain, item, failure.cause))
+                    read.carried, read.restart = None, True
+                    continue
                 self._describe(chain, item, result, read)
+                read.restart = False
 
     def _start(self, chain: Chain, done: set[int], outcome: ChainOutcome) -> _ChainRead:
         """Where to start reading the chain: after its latest resume point, or at its start."""
@@ -201,9 +258,10 @@ class ChainWorker:
             read.since_checkpoint += 1
             blob = None
             if read.since_checkpoint >= self.options.checkpoint_every:
-                point = ResumePoint(
-                    chain.video_id, end.unit, end.cursor, read.carried, read.labeler.previous, read.warmed
-                )
+                cursor = end.cursor
+                if read.restart and not cursor.reset:  # the failed frames' restart, as the reader's own
+                    cursor = dataclasses.replace(cursor, reset=True, reason="missing_segment")
+                point = ResumePoint(chain.video_id, end.unit, cursor, read.carried, read.labeler.previous, read.warmed)
                 blob = point.to_bytes()
                 read.since_checkpoint = 0
             self.writer.commit_units(chain.video_id, end.unit, end.unit, read.rows, read.errors, resume_point=blob)
@@ -237,7 +295,7 @@ class ChainWorker:
         """Where frame i of a chunk came from and what the model's memory was for it."""
         frame_index = chunk.frame_index + i
         state, reason = TemporalState.carried, None
-        if i == 0 and chunk.reset:
+        if i == 0 and (chunk.reset or read.restart):
             state, reason = TemporalState.reset, ResetReason(chunk.reset_reason or "missing_segment")
         elif read.warmed:
             state = TemporalState.warmed_up

@@ -31,6 +31,7 @@ class ErrorKind(str, Enum):
     missing_segment = "missing_segment"  # a gap in a video's chain of segments
     unknown_member = "unknown_member"  # a member that is neither media nor metadata (counted, ignored)
     model_error = "model_error"  # inference failed for this input
+    frame_too_small = "frame_too_small"  # frames whose model input would be under the model's minimum side
 
 
 class InputError(BaseModel):

@@ -71,7 +71,7 @@ class CursorState:
     previous: dict | None
     reset: bool
     reason: str | None
-    reported_modes: tuple[str, ...] = ()
+    reported_modes: tuple[str, ...] = ()  # image modes and too-small frame sizes already reported
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,9 @@ class _Cursor:
 
     def _add(self, row: dict, rgb: np.ndarray) -> Iterator[FrameChunk]:
         size = (rgb.shape[1], rgb.shape[0])
+        if not self.resize.fits(*size):
+            yield from self._too_small(row, size)
+            return
         if self.size is not None and size != self.size:
             self._error(
                 row,
@@ -300,6 +303,28 @@ class _Cursor:
         self.next_frame += 1
         if len(self.frames) == self.chunk:
             yield from self.flush()
+
+    def _too_small(self, row: dict, size: tuple[int, int]) -> Iterator[FrameChunk]:
+        """A frame the model cannot take is left out (reported once per video and size); the stream
+        state restarts after it, as after any missing frame."""
+        key = f"{size[0]}x{size[1]}"
+        if key not in self.reported_modes:
+            self.reported_modes.add(key)
+            target = self.resize.size_for(*size)
+            self._error(
+                row,
+                ErrorKind.frame_too_small,
+                f"frames of {key} become {target[0]}x{target[1]} at the model's input, under the "
+                f"{self.resize.min_side} pixels per side TV3S needs: frames of this size are left out of this video "
+                f"(the first is frame {self.next_frame}) and the stream state restarts after them",
+                "set inputs.resize: official (scales small frames up)"
+                if self.resize.scale is None
+                else "the aspect ratio is too extreme to label: crop or pad the video to a usual shape and re-pack",
+                frame=self.next_frame,
+            )
+        yield from self.restart()
+        self.position += 1
+        self.next_frame += 1
 
     def flush(self) -> Iterator[FrameChunk]:
         if not self.frames:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...model.segmentor import MIN_SIDE
+
 
 @dataclass(frozen=True)
 class ResizeRule:
@@ -15,11 +17,14 @@ class ResizeRule:
 
     The frame is scaled by min(long/max(w, h), short/min(w, h)) with (long, short) =
     `scale` (853, 480 by default), each side rounded half up, then each side rounded up
-    to a multiple of `size_divisor`. `scale=None` keeps the source size.
+    to a multiple of `size_divisor`. `scale=None` keeps the source size. `min_side` is the
+    smallest side the model accepts (TV3S: 32, its encoder's first reductions); frames whose
+    model input would be smaller cannot be labelled at all.
     """
 
     scale: tuple[int, int] | None = (853, 480)
     size_divisor: int = 32
+    min_side: int = MIN_SIDE
 
     def size_for(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the model input for a source frame of width x height."""
@@ -30,6 +35,10 @@ class ResizeRule:
         w, h = int(width * factor + 0.5), int(height * factor + 0.5)
         d = self.size_divisor
         return -(-w // d) * d, -(-h // d) * d
+
+    def fits(self, width: int, height: int) -> bool:
+        """Whether a width x height frame becomes a model input the model accepts."""
+        return min(self.size_for(width, height)) >= self.min_side
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
