@@ -52,8 +52,7 @@ def test_processes_of_a_killed_driver_are_reaped_by_the_next_start(tmp_path):
     finally:
         driver.wait(timeout=60)
     time.sleep(5)  # what Ray cleans up itself after a lost driver, it has cleaned by now
-    left = session_processes(session)
-    assert left, "Ray leaves processes of a SIGKILLed driver behind (what the reaper is for)"
+    left = session_processes(session)  # seen: the dashboard and runtime-env agents (not every time)
     os.environ[REGISTRY_ENV] = str(registry)
     try:
         reaped = reap_orphans()  # what the next `tv3s run` does first

@@ -26,17 +26,18 @@ from tqdm import tqdm
 
 from ..pipeline.ingest.index import build_index, read_index
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
-from ..pipeline.outputs.manifest import ManifestWriter
+from ..pipeline.outputs.manifest import ManifestWriter, encode_parquet
 from ..pipeline.storage import Store
 from ..schemas.errors import ErrorKind, InputError
 from ..schemas.job import JobSpec
-from .plan import Chain, plan_chains
+from .plan import Chain, ChainPlan
 
 if TYPE_CHECKING:
     from .worker import ChainOutcome
 
 log = logging.getLogger(__name__)
 JOBS_DIR = f"{META_DIR}/jobs"
+CANCEL_CHECK_S = 2.0  # how often the driver looks for a cancel request
 
 
 class JobError(RuntimeError):
@@ -66,7 +67,12 @@ class JobSummary:
 
 def job_paths(name: str) -> dict[str, str]:
     base = f"{JOBS_DIR}/{name}"
-    return {"plan": f"{base}/plan.json", "status": f"{base}/status.json", "cancel": f"{base}/cancel"}
+    return {
+        "plan": f"{base}/plan.json",  # the spec and its fingerprint
+        "chains": f"{base}/chains.parquet",  # one row per chain: video, first unit, units, weight
+        "status": f"{base}/status.json",
+        "cancel": f"{base}/cancel",
+    }
 
 
 def open_output(spec: JobSpec) -> Output:
@@ -74,16 +80,16 @@ def open_output(spec: JobSpec) -> Output:
     return Output(spec.output, spec.storage_options())
 
 
-def plan_job(spec: JobSpec, store: Store, progress: bool = False) -> tuple[list[Chain], list[InputError]]:
-    """Index the inputs (or read the index) and cut every video into chains."""
+def plan_job(spec: JobSpec, store: Store, progress: bool = False) -> tuple[ChainPlan, list[InputError]]:
+    """Index the inputs (or read the index) and cut every video into chains (as columns)."""
     if spec.inputs.index is not None:
         table, errors = read_index(spec.inputs.index, store), []
     else:
         kwargs = {"key_pattern": spec.inputs.key_pattern} if spec.inputs.key_pattern else {}
         result = build_index(spec.inputs.shards, store, progress=progress, **kwargs)
         table, errors = result.table, list(result.errors)
-    chains, plan_errors = plan_chains(table, spec.state)
-    return chains, errors + plan_errors
+    plan, plan_errors = ChainPlan.build(table, spec.state)
+    return plan, errors + plan_errors
 
 
 def request_cancel(output: Output, name: str) -> None:
@@ -95,11 +101,33 @@ def read_status(output: Output, name: str) -> dict | None:
     return json.loads(output.fs.cat_file(path)) if output.fs.exists(path) else None
 
 
+class _Pending:
+    """Chains waiting for an actor: the plan's, heaviest first, made into `Chain`s only as they are
+    handed out; chains to retry go first."""
+
+    def __init__(self, plan: ChainPlan) -> None:
+        self.plan, self.order, self.next = plan, plan.order(), 0
+        self.retries: deque[tuple[Chain, int]] = deque()
+
+    def __len__(self) -> int:
+        return len(self.retries) + len(self.order) - self.next
+
+    def popleft(self) -> tuple[Chain, int]:
+        if self.retries:
+            return self.retries.popleft()
+        k = int(self.order[self.next])
+        self.next += 1
+        return self.plan.chain(k), 1
+
+    def appendleft(self, item: tuple[Chain, int]) -> None:
+        self.retries.appendleft(item)
+
+
 @dataclass
 class _Flight:
     """The driver's view of the work in flight (mutable, owned by one `_schedule` call)."""
 
-    pending: deque  # (chain, attempt), heaviest first
+    pending: _Pending  # (chain, attempt), heaviest first
     idle: deque  # actors free for the next chains
     live: list  # actors not retired by scale-down (their progress is polled)
     running: dict = field(default_factory=dict)  # ObjectRef -> (actor, [(chain, attempt), ...])
@@ -109,11 +137,13 @@ class _Flight:
 class _Progress:
     """The job's progress bar, the queue-depth metric and the outcome totals of the summary."""
 
-    def __init__(self, name: str, summary: JobSummary, chains: list[Chain], enabled: bool) -> None:
+    def __init__(self, name: str, summary: JobSummary, plan: ChainPlan, enabled: bool) -> None:
         from ray.util.metrics import Gauge
 
         self.summary = summary
-        self.chains_left = Counter(c.video_id for c in chains)  # a video is done when all its chains are
+        # a video is done when all its chains are: counted for the videos cut into several (split policy)
+        self.chains_left = Counter(plan.split_videos())
+        self.videos_done = 0
         self.bar = tqdm(total=summary.units, unit="unit", desc=f"job {name}", disable=not enabled)
         self.gauge = Gauge("tv3s_job_queue_depth", "chains waiting for an actor", tag_keys=("job",))
         self.gauge.set_default_tags({"job": name})
@@ -134,16 +164,18 @@ class _Progress:
         self.bar.update(outcome.units_committed + outcome.units_already_done)
         if outcome.cancelled:
             s.state = "cancelled"
+        elif outcome.video_id not in self.chains_left:
+            self.videos_done += 1
         else:
             self.chains_left[outcome.video_id] -= 1
+            self.videos_done += self.chains_left[outcome.video_id] == 0
 
     def show(self, frames: int) -> None:
         self.frames_seen = frames
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        done = sum(left == 0 for left in self.chains_left.values())
         self.bar.set_postfix(
             {
-                "videos": f"{done}/{len(self.chains_left)}",
+                "videos": f"{self.videos_done}/{self.summary.videos}",
                 "frames": frames,
                 "fps": f"{frames / elapsed:.1f}",
                 "errors": self.summary.errors,
@@ -171,16 +203,14 @@ class JobRunner:
 
         started = self._started = time.perf_counter()
         spec = self.spec
-        chains, input_errors = plan_job(spec, self.store, self.progress)
-        self._record_plan(chains)
+        plan, input_errors = plan_job(spec, self.store, self.progress)
+        self._record_plan(plan)
         if self.output.fs.exists(self.paths["cancel"]):
             self.output.fs.rm_file(self.paths["cancel"])  # running again resumes a cancelled job
-        summary = JobSummary(
-            spec.name, "running", len({c.video_id for c in chains}), len(chains), sum(len(c.units) for c in chains)
-        )
+        summary = JobSummary(spec.name, "running", plan.videos, len(plan), plan.units)
         self._write_status(summary)
         wanted = spec.resources.autoscale_max_actors or spec.resources.actors
-        actors = self._start_actors(min(wanted, max(1, len(chains))))
+        actors = self._start_actors(min(wanted, max(1, len(plan))))
         self._request(len(actors))
         run_info = ray.get(actors[0].run_info.remote())
         ready = time.perf_counter()
@@ -189,7 +219,7 @@ class JobRunner:
             writer.commit_errors("inputs", input_errors)
         summary.errors += len(input_errors)
         try:
-            self._schedule(chains, actors, summary, writer)
+            self._schedule(plan, actors, summary, writer)
         finally:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
@@ -202,21 +232,27 @@ class JobRunner:
         return summary
 
     # ------------------------------------------------------------------ scheduling
-    def _schedule(self, chains: list[Chain], actors: list, summary: JobSummary, writer: ManifestWriter) -> None:
+    def _schedule(self, plan: ChainPlan, actors: list, summary: JobSummary, writer: ManifestWriter) -> None:
         """Hand chains to idle actors until every chain is done, failed for good, or cancelled."""
         import ray
 
-        flight = _Flight(deque((chain, 1) for chain in chains), deque(actors), list(actors))
-        progress = _Progress(self.spec.name, summary, chains, self.progress)
+        flight = _Flight(_Pending(plan), deque(actors), list(actors))
+        progress = _Progress(self.spec.name, summary, plan, self.progress)
         cancel_url = self.output.uri(job_paths(self.spec.name)["cancel"])
+        next_cancel_check = 0.0
         try:
             while flight.pending or flight.running:
-                if self.output.fs.exists(self.paths["cancel"]):
-                    self._stop_for_cancel(flight, summary)
-                    return
+                if time.monotonic() >= next_cancel_check:  # a HEAD (and LIST) on S3: on a timer, not per call
+                    next_cancel_check = time.monotonic() + CANCEL_CHECK_S
+                    if self.output.fs.exists(self.paths["cancel"]):
+                        self._stop_for_cancel(flight, summary)
+                        return
                 self._dispatch(flight, cancel_url)
                 progress.queue_depth(len(flight.pending))
-                done, _ = ray.wait([*flight.running, *flight.pings], num_returns=1, timeout=self.poll_s)
+                waiting = [*flight.running, *flight.pings]
+                done, rest = ray.wait(waiting, num_returns=1, timeout=self.poll_s)
+                if done and rest:  # drain everything else that has finished too
+                    done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
                 for ref in done:
                     if ref in flight.pings:
                         self._ping_answered(ref, flight)
@@ -290,7 +326,7 @@ class JobRunner:
         self._write_status(summary)
 
     def _retry(
-        self, chain: Chain, attempt: int, exc: Exception, pending: deque, summary: JobSummary, writer: ManifestWriter
+        self, chain: Chain, attempt: int, exc: Exception, pending: _Pending, summary: JobSummary, writer: ManifestWriter
     ) -> None:
         reason = failure_reason(exc)
         if attempt < self.spec.retries.chain_attempts:
@@ -365,7 +401,9 @@ class JobRunner:
         return [remote.remote(spec_json) for _ in range(count)]
 
     # ------------------------------------------------------------------ bookkeeping
-    def _record_plan(self, chains: list[Chain]) -> None:
+    def _record_plan(self, plan: ChainPlan) -> None:
+        """Record the spec and the chains once; a job name reused with other inputs, model or state
+        policy is refused. The chains are one small Parquet table, not a document of every chain."""
         fingerprint = self.spec.fingerprint()
         fs = self.output.fs
         if fs.exists(self.paths["plan"]):
@@ -376,24 +414,18 @@ class JobRunner:
                     "policy; give this job another name (or another output)"
                 )
             return
-        plan = {
+        fs.makedirs(os.path.dirname(self.paths["plan"]), exist_ok=True)
+        fs.pipe_file(self.paths["chains"], encode_parquet(plan.table()))
+        body = {
             "name": self.spec.name,
             "fingerprint": fingerprint,
             "spec": json.loads(self.spec.model_dump_json()),
             "created_at": utc_now(),
-            "chains": [
-                {
-                    "id": c.id,
-                    "video_id": c.video_id,
-                    "units": [u.index for u in c.units],
-                    "video_units": list(c.video_units),
-                    "weight": c.weight,
-                }
-                for c in chains
-            ],
+            "videos": plan.videos,
+            "chains": len(plan),
+            "units": plan.units,
         }
-        fs.makedirs(os.path.dirname(self.paths["plan"]), exist_ok=True)
-        fs.pipe_file(self.paths["plan"], json.dumps(plan, indent=1).encode())
+        fs.pipe_file(self.paths["plan"], json.dumps(body, indent=1).encode())  # last: the plan is complete
 
     def _write_status(self, summary: JobSummary) -> None:
         body = {**asdict(summary), "updated_at": utc_now(), "frames_per_second": summary.frames_per_second}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import json
+import io
+
+import pyarrow.parquet as pq
 
 from ..pipeline.outputs.commit import Output
 from ..pipeline.outputs.manifest import SUMMARY_UNIT, safe_key
@@ -21,10 +23,7 @@ def job_progress(output: Output, name: str) -> dict:
     plan_path = output.full(job_paths(name)["plan"])
     if not output.fs.exists(plan_path):
         raise FileNotFoundError(f"no job {name!r} in {output.url} (jobs: {', '.join(job_names(output)) or 'none'})")
-    plan = json.loads(output.fs.cat_file(plan_path))
-    videos: dict[str, int] = {}
-    for chain in plan["chains"]:
-        videos[chain["video_id"]] = len(chain["video_units"])
+    videos = _planned_videos(output, name)
     units_done = videos_done = frames = errors = 0
     for video_id in videos:
         records = output.scope_records(name, safe_key(video_id))
@@ -57,3 +56,9 @@ def job_progress(output: Output, name: str) -> dict:
         "frames_per_second": status.get("frames_per_second"),
         "eta_seconds": eta,
     }
+
+
+def _planned_videos(output: Output, name: str) -> dict[str, int]:
+    """Planned units per video, from the job's chain table."""
+    chains = pq.read_table(io.BytesIO(output.fs.cat_file(output.full(job_paths(name)["chains"]))))
+    return dict(zip(chains["video_id"].to_pylist(), chains["video_units"].to_pylist()))

@@ -13,7 +13,6 @@ wrong, what to do) and the scan of that shard, or of the other shards, goes on.
 from __future__ import annotations
 
 import io
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from ...schemas.errors import ErrorKind, InputError
 from ...schemas.index import INDEX_ERRORS_SCHEMA, INDEX_SCHEMA, INDEX_VERSION, VERSION_KEY
 from ...schemas.manifest import errors_table
 from ..storage import StorageError, Store, redact_url
+from .order import order_index
 from .samples import (
     DEFAULT_KEY_PATTERN,
     META_EXT,
@@ -286,93 +286,7 @@ def plan_videos(table: pa.Table) -> tuple[list[VideoRun], list[InputError]]:
     Segment chains start at segment 0 (the format numbers them so), so missing leading
     segments are a gap; frame chains start at their lowest frame number, since frame
     files are numbered from 0 or from 1 in the wild. Of samples claiming the same
-    position the first in shard order is kept.
+    position the first in shard order is kept (see `order.order_index`).
     """
-    order = table.sort_by(
-        [("video_id", "ascending"), ("index", "ascending"), ("shard_order", "ascending"), ("position", "ascending")]
-    )
-    runs: list[VideoRun] = []
-    errors: list[InputError] = []
-    for video_id, rows in groupby(order.to_pylist(), key=lambda r: r["video_id"]):
-        rows = list(rows)
-        kinds = Counter(r["sample_type"] for r in rows)
-        main = kinds.most_common(1)[0][0]
-        for r in rows:
-            if r["sample_type"] != main:
-                errors.append(
-                    _row_error(
-                        r,
-                        ErrorKind.bad_metadata,
-                        f"video {video_id} is mostly {main}s but this sample is a {r['sample_type']}; it is left out",
-                        "give segments and frame sequences different video ids",
-                    )
-                )
-        kept = _without_duplicates([r for r in rows if r["sample_type"] == main], errors)
-        video_runs, gap_errors = _split_at_gaps(kept, 0 if main == "segment" else kept[0]["index"])
-        runs += [VideoRun(video_id, main, i, tuple(run)) for i, run in enumerate(video_runs)]
-        errors += gap_errors
-    return runs, errors
-
-
-def _without_duplicates(rows: list[dict], errors: list[InputError]) -> list[dict]:
-    kept: list[dict] = []
-    for r in rows:
-        if kept and kept[-1]["index"] == r["index"]:
-            first = kept[-1]
-            errors.append(
-                _row_error(
-                    r,
-                    ErrorKind.duplicate_key,
-                    f"{r['sample_type']} {r['index']} of video {r['video_id']} also appears at "
-                    f"{first['shard']}::{first['media_member']}; this copy is ignored",
-                    "remove the duplicate sample or give it the right index",
-                )
-            )
-        else:
-            kept.append(r)
-    return kept
-
-
-def _split_at_gaps(rows: list[dict], first_expected: int) -> tuple[list[list[dict]], list[InputError]]:
-    runs: list[list[dict]] = []
-    errors: list[InputError] = []
-    expected = first_expected
-    for r in rows:
-        if r["index"] != expected:
-            what = "segments" if r["sample_type"] == "segment" else "frames"
-            missing = f"{expected}" if r["index"] == expected + 1 else f"{expected}..{r['index'] - 1}"
-            errors.append(
-                InputError(
-                    kind=ErrorKind.missing_segment,
-                    stage="index",
-                    url=r["shard"],
-                    member=r["media_member"],
-                    video_id=r["video_id"],
-                    **_index_field(r["sample_type"], expected),
-                    message=f"{what} {missing} of video {r['video_id']} are missing; the video is split there and "
-                    f"the stream state restarts at {r['sample_type']} {r['index']}",
-                    hint="add the missing samples to the shards and re-run tv3s index",
-                )
-            )
-        if not runs or r["index"] != expected:
-            runs.append([])
-        runs[-1].append(r)
-        expected = r["index"] + 1
-    return runs, errors
-
-
-def _index_field(sample_type: str, index: int) -> dict:
-    return {"segment_index": index} if sample_type == "segment" else {"frame_index": index}
-
-
-def _row_error(row: dict, kind: ErrorKind, message: str, hint: str) -> InputError:
-    return InputError(
-        kind=kind,
-        stage="index",
-        url=row["shard"],
-        member=row["media_member"],
-        video_id=row["video_id"],
-        **_index_field(row["sample_type"], row["index"]),
-        message=message,
-        hint=hint,
-    )
+    ordered, errors = order_index(table)
+    return [VideoRun(video_id, kind, run, tuple(rows)) for video_id, kind, run, rows in ordered.runs()], errors
