@@ -64,19 +64,42 @@ def test_tables_hold_exactly_the_committed_rows(output, job):
         "INSTALL httpfs",
         "SET enable_external_access = true",
         "SELECT 1; SELECT 2",
+        "PRAGMA database_list",
+        "EXPLAIN ANALYZE CREATE TABLE x AS SELECT 1",
+        "EXPLAIN ANALYZE COPY frames TO 'stolen.csv'",
+        "EXPLAIN /* c */ ANALYZE (FORMAT json) CREATE TABLE x AS SELECT 1",
     ],
 )
 def test_anything_but_one_select_is_refused(output, sql):
+    con = connect(output)
     with pytest.raises(QueryError):
-        run_query(connect(output), sql)
+        run_query(con, sql)
+    assert run_query(con, "SHOW TABLES").column("name").to_pylist() == ["errors", "frames", "videos"]
+
+
+@pytest.mark.parametrize(
+    "sql", ["EXPLAIN SELECT count(*) FROM frames", "EXPLAIN ANALYZE (SELECT 1)", "EXPLAIN (FORMAT json) FROM videos"]
+)
+def test_explain_of_a_select_is_answered(output, sql):
+    assert run_query(connect(output), sql).num_rows >= 1
 
 
 def test_files_outside_the_view_cannot_be_read(output):
     con = connect(output)
     stray = next(f.path for f in output.list("frames") if ".crashed." in f.path)
-    for sql in (f"SELECT count(*) FROM read_parquet('{output.uri(stray)}')", "SELECT * FROM read_csv('/etc/passwd')"):
-        with pytest.raises(QueryError, match="disabled by configuration"):
+    for sql in (
+        f"SELECT count(*) FROM read_parquet('{output.uri(stray)}')",
+        "SELECT * FROM read_parquet('/etc/passwd')",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM glob('/*')",
+        "SELECT * FROM 'stolen.csv'",
+        "EXPLAIN SELECT * FROM read_csv('/etc/passwd')",
+    ):
+        with pytest.raises(QueryError, match="disabled by configuration") as refused:
             run_query(con, sql)
+        assert "reads only the output's tables frames, videos, errors" in str(refused.value)
+        assert "root:" not in str(refused.value)
 
 
 def test_result_formats(output, tmp_path):
@@ -112,3 +135,14 @@ def test_the_command_line(output, capsys, monkeypatch, tmp_path):
     assert main(["query", *args, "DELETE FROM frames"]) == 2
     assert "read-only" in capsys.readouterr().err
     assert main(["query", *args, "SELECT 1", "--format", "parquet"]) == 2
+    capsys.readouterr()
+    for sql in (
+        "SELECT * FROM glob('/*')",
+        "ATTACH 'x.db'",
+        "COPY frames TO 'x.csv'",
+        "PRAGMA version",
+        "SET threads = 1",
+    ):
+        assert main(["query", *args, sql]) == 2
+        refused = capsys.readouterr()
+        assert refused.out == "" and refused.err.startswith("tv3s query: error: ") and "Traceback" not in refused.err

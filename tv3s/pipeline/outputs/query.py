@@ -30,6 +30,9 @@ from .commit import Output
 
 FORMATS = ("table", "csv", "json", "parquet")
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_FILES_HINT = (
+    f". A query reads only the output's tables {', '.join(TABLES)}: no other file, local or remote, can be read"
+)
 _PREDICATE_HOST = "SELECT * FROM frames"  # the statement a predicate is parsed in, as its WHERE
 _PREDICATE_EXAMPLE = "e.g. \"mean_confidence > 0.9 AND video_id LIKE 'cam%'\""
 
@@ -69,15 +72,55 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
         raise QueryError(f"cannot parse the SQL: {exc}") from exc
     if len(statements) != 1:
         raise QueryError(f"give exactly one statement, got {len(statements)}")
-    if statements[0].type not in _ALLOWED:
+    kind = statements[0].type
+    if kind not in _ALLOWED or (kind == duckdb.StatementType.EXPLAIN and not _explains_a_select(con, sql)):
+        what = (
+            "EXPLAIN of anything but a SELECT is"
+            if kind == duckdb.StatementType.EXPLAIN
+            else f"{kind.name} statements are"
+        )
         raise QueryError(
-            f"outputs are read-only: {statements[0].type.name} statements are refused. Use SELECT over "
+            f"outputs are read-only: {what} refused. Use SELECT over "
             f"{', '.join(TABLES)}, and --format/--out to save the result elsewhere"
         )
     try:
         return con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
-        raise QueryError(f"{exc}") from exc
+        hint = _FILES_HINT if "disabled by configuration" in str(exc) else ""
+        raise QueryError(f"{exc}{hint}") from exc
+
+
+def _explains_a_select(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    """Whether an EXPLAIN [ANALYZE] [(options)] statement explains one SELECT.
+
+    EXPLAIN ANALYZE runs the statement it explains, so that one must be read-only too. DuckDB does not say
+    which statement an EXPLAIN holds; the text after EXPLAIN and ANALYZE is parsed on its own, first whole
+    (a parenthesized SELECT), then after an options list. What cannot be told apart is refused.
+    """
+    found = duckdb.tokenize(sql)
+    ends = [offset for offset, _ in found[1:]] + [len(sql)]
+    words = [(o, sql[o:e].strip().upper()) for (o, kind), e in zip(found, ends) if kind != duckdb.token_type.comment]
+    rest = words[1:]
+    if rest and rest[0][1] == "ANALYZE":
+        rest = rest[1:]
+    if rest and _is_one_select(con, sql[rest[0][0] :]):
+        return True
+    if not rest or rest[0][1] != "(":
+        return False
+    depth = 0
+    for position, (_, word) in enumerate(rest):
+        depth += word.count("(") - word.count(")")
+        if depth == 0:
+            return position + 1 < len(rest) and _is_one_select(con, sql[rest[position + 1][0] :])
+    return False
+
+
+def _is_one_select(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT
 
 
 def resolve_job(con: duckdb.DuckDBPyConnection, job_id: str | None) -> str:
