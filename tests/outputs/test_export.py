@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,12 +33,6 @@ from ..support.manifest_data import (
 
 RUN = run_info()
 OTHER = run_info("job-2")
-
-
-def cli_env() -> dict[str, str]:
-    """The environment for a `python -m tv3s` subprocess that imports this checkout."""
-    root = str(Path(__file__).resolve().parents[2])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
 
 
 def exported_rows(shards: list[str]) -> list[dict]:
@@ -234,7 +226,7 @@ def test_the_command_line_refuses_an_escaping_predicate_without_a_traceback(two_
     dest = tmp_path / "cli"
     for where in ("1=1) OR (1=1", "true) UNION SELECT video_id, frame_index FROM frames WHERE (true"):
         args = ["export", two_jobs.url, "--job", RUN.job_id, "--where", where, "--to", str(dest)]
-        done = subprocess.run([sys.executable, "-m", "tv3s", *args], capture_output=True, text=True, env=cli_env())
+        done = subprocess.run([sys.executable, "-m", "tv3s", *args], capture_output=True, text=True)
         assert done.returncode == 2, done.stdout
         assert done.stderr.startswith("tv3s export: error: the --where predicate") and "Traceback" not in done.stderr
         assert not dest.exists()

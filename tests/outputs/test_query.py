@@ -14,6 +14,7 @@ from tv3s.cli import main
 from tv3s.pipeline.outputs.commit import Output
 from tv3s.pipeline.outputs.query import QueryError, connect, format_table, run_query, write_result
 
+from ..support.cli import run_into_closed_pipe
 from ..support.manifest_data import run_info, sample_job, write_job
 
 RUN = run_info()
@@ -113,6 +114,14 @@ def test_result_formats(output, tmp_path):
     assert pq.read_table(tmp_path / "r.parquet").equals(table)
     text = format_table(table, max_rows=2)
     assert "bytes>" in text and "more rows" in text and f"({table.num_rows} rows)" in text
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path, job):
+    output = Output(str(tmp_path / "out"))
+    write_job(output, RUN, job)
+    for fmt in ("table", "csv"):
+        done = run_into_closed_pipe("query", output.url, "SELECT * FROM frames", "--format", fmt)
+        assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_an_output_without_commits_has_empty_tables(tmp_path):
