@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -121,6 +123,20 @@ def test_an_interrupted_export_resumes_and_writes_only_what_is_missing(labeled, 
     whole = export(connect(out), RUN.job_id, "true", str(tmp_path / "w"), Store(), shard_frames=4, progress=False)
     ours, theirs = read_training_shards(resumed.shards), read_training_shards(whole.shards)
     assert ours == theirs
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_exported_files_get_the_usual_mode_for_the_umask(labeled, tmp_path, umask):
+    out, _, _ = labeled
+    dest = tmp_path / "e"
+    before = os.umask(umask)
+    try:
+        export(connect(out), RUN.job_id, "true", str(dest), Store(), shard_frames=5, progress=False)
+    finally:
+        os.umask(before)
+    files = sorted(p for p in dest.rglob("*") if p.is_file())
+    assert len(files) == 7  # 3 shards, their 3 records and the plan
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o666 & ~umask for p in files}
 
 
 def test_a_lost_source_skips_its_frames_names_them_and_the_rest_is_exported(labeled, tmp_path):

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -151,10 +152,7 @@ def _write_shard(
     skipped: list[dict] = []
     samples = 0
     local = _is_local(url)
-    directory = os.path.dirname(_local_path(url)) if local else None
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(suffix=".tar.tmp", dir=directory)
+    handle, tmp = _shard_file(url)
     try:
         with os.fdopen(handle, "wb") as raw, wds.TarWriter(raw) as writer:
             for row in _rows(con, job_id, predicate, chunk):
@@ -188,6 +186,22 @@ def _write_shard(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return {"shard": url, "samples": samples, "skipped": skipped}
+
+
+def _shard_file(url: str) -> tuple[int, str]:
+    """A new file to build the shard at `url` in: its open descriptor and its path.
+
+    On local disk it sits beside the shard and becomes it by a rename, so it is created with the mode any new
+    file gets (0o666 less the umask), not mkstemp's 0o600, which would leave the shard unreadable to the other
+    users and containers that train on it. For an object store it is a private temporary file, uploaded then
+    deleted.
+    """
+    if not _is_local(url):
+        return tempfile.mkstemp(suffix=".tar.tmp")
+    path = _local_path(url)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
 
 
 def _rows(
