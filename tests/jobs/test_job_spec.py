@@ -9,6 +9,8 @@ import pytest
 from tv3s.cli import main
 from tv3s.schemas.job import JobSpecError, load_job_spec
 
+from ..support.cli import run_into_closed_pipe
+
 GOOD = """
 name: dashcam-1
 inputs:
@@ -70,6 +72,11 @@ def test_schema_command_prints_the_json_schema(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert set(schema["required"]) == {"name", "inputs", "model", "output"}
     assert "checkpoint_every" in json.dumps(schema)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    done = run_into_closed_pipe("schema", "job")
+    assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_run_refuses_a_bad_spec_before_starting_anything(tmp_path, capsys):

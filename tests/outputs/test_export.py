@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
+import subprocess
+import sys
 import tarfile
 import uuid
 
@@ -30,6 +34,16 @@ from ..support.manifest_data import (
 )
 
 RUN = run_info()
+OTHER = run_info("job-2")
+
+
+def exported_rows(shards: list[str]) -> list[dict]:
+    """The .json rows of every sample in the shards, duplicates kept."""
+    rows = []
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            rows += [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+    return rows
 
 
 def decoded(sample_bytes: bytes) -> np.ndarray:
@@ -111,6 +125,20 @@ def test_an_interrupted_export_resumes_and_writes_only_what_is_missing(labeled, 
     assert ours == theirs
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_exported_files_get_the_usual_mode_for_the_umask(labeled, tmp_path, umask):
+    out, _, _ = labeled
+    dest = tmp_path / "e"
+    before = os.umask(umask)
+    try:
+        export(connect(out), RUN.job_id, "true", str(dest), Store(), shard_frames=5, progress=False)
+    finally:
+        os.umask(before)
+    files = sorted(p for p in dest.rglob("*") if p.is_file())
+    assert len(files) == 7  # 3 shards, their 3 records and the plan
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o666 & ~umask for p in files}
+
+
 def test_a_lost_source_skips_its_frames_names_them_and_the_rest_is_exported(labeled, tmp_path):
     out, _, urls = labeled
     (tmp_path / "clip.mp4").unlink()
@@ -139,6 +167,50 @@ def test_refusals_name_the_fix(labeled, tmp_path):
         export(con, RUN.job_id, "video_id = 'still'", dest, Store(), progress=False)
 
 
+@pytest.fixture()
+def two_jobs(tmp_path):
+    """The scene labeled twice into one output, as jobs job-1 and job-2 (same videos, same frame numbers)."""
+    out, _, urls = local_scene_output(tmp_path, RUN)
+    commit_scene_output(out, OTHER, urls)
+    return out
+
+
+@pytest.mark.parametrize(
+    "where, refusal",
+    [
+        ("1=1) OR (1=1", "cannot parse"),
+        ("true) UNION SELECT video_id, frame_index FROM frames WHERE (true", "cannot parse"),
+        ("true UNION SELECT * FROM frames", "UNION, INTERSECT or EXCEPT"),
+        ("true; DELETE FROM frames", "2 statements"),
+        ("true ORDER BY frame_index LIMIT 1", "ORDER BY"),
+        ("true GROUP BY video_id", "GROUP BY"),
+        ("frame_index IN (SELECT frame_index FROM frames)", "subquery"),
+        ("video_id IN (SELECT video_id FROM videos)", "subquery"),
+        ("EXISTS (SELECT * FROM read_parquet('/etc/passwd'))", "subquery"),
+        ("frame_index = ?", "parameter"),
+        ("job_id = $1", "parameter"),
+        ("  ", "empty"),
+    ],
+)
+def test_a_predicate_is_one_condition_on_a_frame_or_refused_before_anything_is_written(
+    two_jobs, tmp_path, where, refusal
+):
+    dest = tmp_path / "e"
+    with pytest.raises(ExportError, match=refusal):
+        export(connect(two_jobs), RUN.job_id, where, str(dest), Store(), progress=False)
+    assert not dest.exists()  # no plan listing frames that were never going to be written
+
+
+def test_the_predicate_narrows_the_frames_of_the_job_asked_for_and_no_other(two_jobs, tmp_path):
+    for where in ("true", "job_id = 'job-2' OR true", "mean_confidence >= 0 -- a comment"):
+        dest = tmp_path / where.split()[0].replace("'", "")
+        result = export(connect(two_jobs), RUN.job_id, where, str(dest), Store(), progress=False)
+        rows = exported_rows(result.shards)
+        assert result.frames_selected == result.samples_written == len(rows) == 2 * SCENE_FRAMES
+        assert {r["job_id"] for r in rows} == {RUN.job_id}
+        assert len({(r["video_id"], r["frame_index"]) for r in rows}) == len(rows)  # each frame once
+
+
 def test_sources_and_destination_on_the_object_store(s3, tmp_path):
     bucket = s3.make_bucket("tv3s-export")
     store = Store(s3.storage_options)
@@ -164,3 +236,13 @@ def test_the_command_line(labeled, tmp_path, capsys):
     assert f"6 of 6 selected frames in 2 shard(s) under {dest}" in capsys.readouterr().out
     assert main(["export", out.url, "--where", "nope(", "--to", dest]) == 2
     assert "--where predicate" in capsys.readouterr().err
+
+
+def test_the_command_line_refuses_an_escaping_predicate_without_a_traceback(two_jobs, tmp_path):
+    dest = tmp_path / "cli"
+    for where in ("1=1) OR (1=1", "true) UNION SELECT video_id, frame_index FROM frames WHERE (true"):
+        args = ["export", two_jobs.url, "--job", RUN.job_id, "--where", where, "--to", str(dest)]
+        done = subprocess.run([sys.executable, "-m", "tv3s", *args], capture_output=True, text=True)
+        assert done.returncode == 2, done.stdout
+        assert done.stderr.startswith("tv3s export: error: the --where predicate") and "Traceback" not in done.stderr
+        assert not dest.exists()

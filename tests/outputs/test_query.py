@@ -14,6 +14,7 @@ from tv3s.cli import main
 from tv3s.pipeline.outputs.commit import Output
 from tv3s.pipeline.outputs.query import QueryError, connect, format_table, run_query, write_result
 
+from ..support.cli import run_into_closed_pipe
 from ..support.manifest_data import run_info, sample_job, write_job
 
 RUN = run_info()
@@ -64,19 +65,42 @@ def test_tables_hold_exactly_the_committed_rows(output, job):
         "INSTALL httpfs",
         "SET enable_external_access = true",
         "SELECT 1; SELECT 2",
+        "PRAGMA database_list",
+        "EXPLAIN ANALYZE CREATE TABLE x AS SELECT 1",
+        "EXPLAIN ANALYZE COPY frames TO 'stolen.csv'",
+        "EXPLAIN /* c */ ANALYZE (FORMAT json) CREATE TABLE x AS SELECT 1",
     ],
 )
 def test_anything_but_one_select_is_refused(output, sql):
+    con = connect(output)
     with pytest.raises(QueryError):
-        run_query(connect(output), sql)
+        run_query(con, sql)
+    assert run_query(con, "SHOW TABLES").column("name").to_pylist() == ["errors", "frames", "videos"]
+
+
+@pytest.mark.parametrize(
+    "sql", ["EXPLAIN SELECT count(*) FROM frames", "EXPLAIN ANALYZE (SELECT 1)", "EXPLAIN (FORMAT json) FROM videos"]
+)
+def test_explain_of_a_select_is_answered(output, sql):
+    assert run_query(connect(output), sql).num_rows >= 1
 
 
 def test_files_outside_the_view_cannot_be_read(output):
     con = connect(output)
     stray = next(f.path for f in output.list("frames") if ".crashed." in f.path)
-    for sql in (f"SELECT count(*) FROM read_parquet('{output.uri(stray)}')", "SELECT * FROM read_csv('/etc/passwd')"):
-        with pytest.raises(QueryError, match="disabled by configuration"):
+    for sql in (
+        f"SELECT count(*) FROM read_parquet('{output.uri(stray)}')",
+        "SELECT * FROM read_parquet('/etc/passwd')",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM glob('/*')",
+        "SELECT * FROM 'stolen.csv'",
+        "EXPLAIN SELECT * FROM read_csv('/etc/passwd')",
+    ):
+        with pytest.raises(QueryError, match="disabled by configuration") as refused:
             run_query(con, sql)
+        assert "reads only the output's tables frames, videos, errors" in str(refused.value)
+        assert "root:" not in str(refused.value)
 
 
 def test_result_formats(output, tmp_path):
@@ -90,6 +114,14 @@ def test_result_formats(output, tmp_path):
     assert pq.read_table(tmp_path / "r.parquet").equals(table)
     text = format_table(table, max_rows=2)
     assert "bytes>" in text and "more rows" in text and f"({table.num_rows} rows)" in text
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path, job):
+    output = Output(str(tmp_path / "out"))
+    write_job(output, RUN, job)
+    for fmt in ("table", "csv"):
+        done = run_into_closed_pipe("query", output.url, "SELECT * FROM frames", "--format", fmt)
+        assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_an_output_without_commits_has_empty_tables(tmp_path):
@@ -112,3 +144,14 @@ def test_the_command_line(output, capsys, monkeypatch, tmp_path):
     assert main(["query", *args, "DELETE FROM frames"]) == 2
     assert "read-only" in capsys.readouterr().err
     assert main(["query", *args, "SELECT 1", "--format", "parquet"]) == 2
+    capsys.readouterr()
+    for sql in (
+        "SELECT * FROM glob('/*')",
+        "ATTACH 'x.db'",
+        "COPY frames TO 'x.csv'",
+        "PRAGMA version",
+        "SET threads = 1",
+    ):
+        assert main(["query", *args, sql]) == 2
+        refused = capsys.readouterr()
+        assert refused.out == "" and refused.err.startswith("tv3s query: error: ") and "Traceback" not in refused.err

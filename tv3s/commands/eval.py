@@ -48,16 +48,18 @@ def run(args: argparse.Namespace) -> int:
         if args.ground_truth:
             options = storage_options(args) if "://" in args.ground_truth else None
             result = evaluate_against_ground_truth(con, job, args.ground_truth, args.reduce_zero_label, options)
-            print(_summary(result))
         else:
             result = {"job_id": job, "temporal_agreement": agreement_distribution(con, job)}
-            print(format_table(pa.Table.from_pylist(result["temporal_agreement"]), max_rows=1000))
     except (EvalError, QueryError) as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 2
     except (CommitError, OSError, ValueError) as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 1
+    if args.ground_truth:  # printed outside the try: a closed stdout is not an error of the output's
+        print(_summary(result))
+    else:
+        print(format_table(pa.Table.from_pylist(result["temporal_agreement"]), max_rows=1000))
     if args.json:
         args.json.write_text(json.dumps(_finite(result), indent=2) + "\n")
     return 0

@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--where",
         required=True,
         metavar="PRED",
-        help='SQL predicate over the frames table, e.g. "mean_confidence > 0.9"',
+        help="a SQL condition on one frames row, e.g. \"mean_confidence > 0.9 AND video_id LIKE 'cam%%'\" "
+        "(columns, operators, functions; no subquery, set operation or clause after it)",
     )
     parser.add_argument("--to", required=True, metavar="DEST", help="destination folder or s3:// prefix")
     parser.add_argument("--job", metavar="ID", help="the job (needed when OUTPUT holds several)")

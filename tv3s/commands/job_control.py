@@ -42,6 +42,11 @@ def run_status(args: argparse.Namespace) -> int:
             f"job {r['name']}: {r['state']}  videos {r['videos_done']}/{r['videos']}  units "
             f"{r['units_done']}/{r['units']}  frames {r['frames']}  errors {r['errors']}"
         )
+        if r["errors_outside_videos"]:
+            line += (
+                f" ({r['errors_in_videos']} in videos' units, {r['errors_outside_videos']} outside them: "
+                "unreadable inputs, failed chains)"
+            )
         if r["frames_per_second"]:
             line += f"  {r['frames_per_second']:.1f} frames/s"
         if r["eta_seconds"] is not None:

@@ -35,16 +35,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         table = run_query(connect(open_output(args)), args.sql)
         if args.format == "table" and args.out is None:
-            print(format_table(table, args.max_rows))
-            return 0
-        text = write_result(table, "csv" if args.format == "table" else args.format, args.out)
+            text = format_table(table, args.max_rows) + "\n"
+        else:
+            text = write_result(table, "csv" if args.format == "table" else args.format, args.out)
     except QueryError as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 2
     except (CommitError, OSError) as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 1
-    if text is not None:
+    if text is not None:  # written outside the try: a closed stdout is not an error of the output's
         sys.stdout.write(text)
     else:
         print(f"wrote {table.num_rows} rows to {args.out}", file=sys.stderr)

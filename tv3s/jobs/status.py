@@ -6,8 +6,8 @@ import io
 
 import pyarrow.parquet as pq
 
-from ..pipeline.outputs.commit import Output
-from ..pipeline.outputs.manifest import SUMMARY_UNIT, safe_key
+from ..pipeline.outputs.commit import Output, UnitRecord
+from ..pipeline.outputs.manifest import ERRORS_SCOPE, SUMMARY_UNIT, safe_key
 from .runner import JOBS_DIR, job_paths, read_status
 
 
@@ -19,12 +19,17 @@ def job_names(output: Output) -> list[str]:
 
 
 def job_progress(output: Output, name: str) -> dict:
-    """Videos and units planned and committed, frames and errors committed, and the driver's last word."""
+    """Videos and units planned and committed, frames and errors committed, and the driver's last word.
+
+    Errors are every row of the job's `errors` table, counted from the commit records' row counts (no
+    Parquet is read): those committed with a video's units, and those committed outside any video (inputs
+    that could not be indexed, chains that failed every attempt), which no video's records hold.
+    """
     plan_path = output.full(job_paths(name)["plan"])
     if not output.fs.exists(plan_path):
         raise FileNotFoundError(f"no job {name!r} in {output.url} (jobs: {', '.join(job_names(output)) or 'none'})")
     videos = _planned_videos(output, name)
-    units_done = videos_done = frames = errors = 0
+    units_done = videos_done = frames = errors_in_videos = 0
     for video_id in videos:
         records = output.scope_records(name, safe_key(video_id))
         videos_done += any(r.key.name == SUMMARY_UNIT for r in records)
@@ -33,7 +38,8 @@ def job_progress(output: Output, name: str) -> dict:
             if partial is not None:
                 units_done += 1
                 frames += int(partial.get("frames", 0))
-                errors += int(partial.get("errors", 0))
+            errors_in_videos += _error_rows(r)
+    errors_outside_videos = sum(_error_rows(r) for r in output.scope_records(name, ERRORS_SCOPE))
     status = read_status(output, name) or {}
     state = status.get("state", "planned")
     if state == "running" and videos_done == len(videos):
@@ -51,7 +57,9 @@ def job_progress(output: Output, name: str) -> dict:
         "units": units,
         "units_done": units_done,
         "frames": frames,
-        "errors": errors,
+        "errors": errors_in_videos + errors_outside_videos,
+        "errors_in_videos": errors_in_videos,
+        "errors_outside_videos": errors_outside_videos,
         "updated_at": status.get("updated_at"),
         "frames_per_second": status.get("frames_per_second"),
         "eta_seconds": eta,
@@ -62,3 +70,8 @@ def _planned_videos(output: Output, name: str) -> dict[str, int]:
     """Planned units per video, from the job's chain table."""
     chains = pq.read_table(io.BytesIO(output.fs.cat_file(output.full(job_paths(name)["chains"]))))
     return dict(zip(chains["video_id"].to_pylist(), chains["video_units"].to_pylist()))
+
+
+def _error_rows(record: UnitRecord) -> int:
+    """Rows the record's unit committed to the `errors` table, as the record lists them."""
+    return sum(f.rows for f in record.files if f.table == "errors")

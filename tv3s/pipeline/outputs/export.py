@@ -23,7 +23,8 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -36,9 +37,11 @@ from tqdm import tqdm
 from ..ingest.source_frames import FrameRef, SourceError, SourceReader
 from ..storage import Store
 from .manifest import safe_key
-from .query import QueryError, run_query, sql_literal
+from .query import QueryError, parse_predicate
 
 PLAN = "_export/plan.json"
+_JOB = "SELECT * FROM frames WHERE job_id = $job_id"
+_RANGE = _JOB + " AND video_id = $video_id AND frame_index BETWEEN $first AND $last"
 HINT = "the frame is skipped; restore the source and re-run the same export to add it"
 
 
@@ -62,17 +65,25 @@ def sample_key(video_id: str, frame_index: int) -> str:
     return f"{video_id if plain else safe_key(video_id)}/{frame_index:06d}"
 
 
-def select_frames(con: duckdb.DuckDBPyConnection, job_id: str, where: str) -> list[tuple[str, int]]:
-    """(video_id, frame_index) of the job's frames the predicate selects, in export order."""
-    sql = (
-        f"SELECT video_id, frame_index FROM frames WHERE job_id = {sql_literal(job_id)} AND ({where}) "
-        "ORDER BY video_id, frame_index"
-    )
+def select_frames(con: duckdb.DuckDBPyConnection, job_id: str, predicate: duckdb.Expression) -> list[tuple[str, int]]:
+    """(video_id, frame_index) of the job's frames the checked predicate selects, in export order."""
     try:
-        table = run_query(con, sql)
-    except QueryError as exc:
+        relation = _filtered(con, _JOB, {"job_id": job_id}, predicate).project("video_id, frame_index")
+        table = relation.order("video_id, frame_index").to_arrow_table()
+    except duckdb.Error as exc:
         raise ExportError(f"the --where predicate does not work on the frames table: {exc}") from exc
     return list(zip(table.column("video_id").to_pylist(), table.column("frame_index").to_pylist()))
+
+
+def _filtered(
+    con: duckdb.DuckDBPyConnection, scope: str, params: dict, predicate: duckdb.Expression
+) -> duckdb.DuckDBPyRelation:
+    """The frames `scope` selects by its bound `params`, then narrowed by the checked predicate.
+
+    The job (and video, frame range) are parameters of a statement of their own; the user's predicate only
+    filters that statement's rows, so it can narrow them and never reach another job's.
+    """
+    return con.sql(scope, params=params).set_alias("frames").filter(predicate)
 
 
 def export(
@@ -86,7 +97,11 @@ def export(
     progress: bool = True,
 ) -> ExportResult:
     """Write (or finish writing) the shards of the frames `where` selects into `dest`."""
-    selection = select_frames(con, job_id, where)
+    try:
+        predicate = parse_predicate(where)
+    except QueryError as exc:
+        raise ExportError(f"the --where predicate does not work on the frames table: {exc}") from exc
+    selection = select_frames(con, job_id, predicate)
     if not selection:
         raise ExportError(
             f"the predicate selects no frames of job {job_id!r}; check it with "
@@ -113,7 +128,7 @@ def export(
         for i, chunk in enumerate(chunks):
             if i in done:
                 continue
-            record = _write_shard(con, job_id, where, chunk, reader, store, result.shards[i], quality, bar.update)
+            record = _write_shard(con, job_id, predicate, chunk, reader, store, result.shards[i], quality, bar.update)
             store.write(f"{dest}/_export/shard-{i:05d}.json", json.dumps(record).encode())
             result.samples_written += record["samples"]
             result.skipped += record["skipped"]
@@ -124,7 +139,7 @@ def export(
 def _write_shard(
     con: duckdb.DuckDBPyConnection,
     job_id: str,
-    where: str,
+    predicate: duckdb.Expression,
     chunk: Sequence[tuple[str, int]],
     reader: SourceReader,
     store: Store,
@@ -137,13 +152,10 @@ def _write_shard(
     skipped: list[dict] = []
     samples = 0
     local = _is_local(url)
-    directory = os.path.dirname(_local_path(url)) if local else None
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(suffix=".tar.tmp", dir=directory)
+    handle, tmp = _shard_file(url)
     try:
         with os.fdopen(handle, "wb") as raw, wds.TarWriter(raw) as writer:
-            for row in _rows(con, job_id, where, chunk):
+            for row in _rows(con, job_id, predicate, chunk):
                 try:
                     frame = reader.frame(FrameRef(row["source_url"], row["source_member"], row["source_frame_index"]))
                     if frame.shape[:2] != (row["height"], row["width"]):
@@ -176,17 +188,33 @@ def _write_shard(
     return {"shard": url, "samples": samples, "skipped": skipped}
 
 
-def _rows(con: duckdb.DuckDBPyConnection, job_id: str, where: str, chunk: Sequence[tuple[str, int]]):
-    """Full rows of the chunk's frames, video by video, in order (few masks in memory at once)."""
+def _shard_file(url: str) -> tuple[int, str]:
+    """A new file to build the shard at `url` in: its open descriptor and its path.
+
+    On local disk it sits beside the shard and becomes it by a rename, so it is created with the mode any new
+    file gets (0o666 less the umask), not mkstemp's 0o600, which would leave the shard unreadable to the other
+    users and containers that train on it. For an object store it is a private temporary file, uploaded then
+    deleted.
+    """
+    if not _is_local(url):
+        return tempfile.mkstemp(suffix=".tar.tmp")
+    path = _local_path(url)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+
+
+def _rows(
+    con: duckdb.DuckDBPyConnection, job_id: str, predicate: duckdb.Expression, chunk: Sequence[tuple[str, int]]
+) -> Iterator[dict]:
+    """Full rows of the chunk's frames, video by video, in order (few masks in memory at once); the
+    predicate again, so a sparse selection does not fetch the masks of every frame in its range."""
     for video_id, keys in groupby(chunk, key=lambda k: k[0]):
         frames = [f for _, f in keys]
-        sql = (
-            f"SELECT * FROM frames WHERE job_id = ? AND video_id = ? AND frame_index BETWEEN ? AND ? AND ({where}) "
-            "ORDER BY frame_index"
-        )
         for start in range(0, len(frames), 64):
             part = frames[start : start + 64]
-            rows = con.sql(sql, params=[job_id, video_id, part[0], part[-1]]).to_arrow_table().to_pylist()
+            params = {"job_id": job_id, "video_id": video_id, "first": part[0], "last": part[-1]}
+            rows = _filtered(con, _RANGE, params, predicate).order("frame_index").to_arrow_table().to_pylist()
             wanted = set(part)
             yield from (r for r in rows if r["frame_index"] in wanted)
 

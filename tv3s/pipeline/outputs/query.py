@@ -8,12 +8,16 @@ Read-only, twice over: only SELECT (and EXPLAIN of one) is accepted, and before 
 user's SQL runs DuckDB is told to access no files but the view's and to refuse any
 configuration change afterwards, so even a statement that slipped through could not
 write into the output.
+
+A predicate (`tv3s export --where`) is not a statement: `parse_predicate` admits only
+one condition on a frames row, which can narrow the rows it filters and do nothing else.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -26,6 +30,11 @@ from .commit import Output
 
 FORMATS = ("table", "csv", "json", "parquet")
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_FILES_HINT = (
+    f". A query reads only the output's tables {', '.join(TABLES)}: no other file, local or remote, can be read"
+)
+_PREDICATE_HOST = "SELECT * FROM frames"  # the statement a predicate is parsed in, as its WHERE
+_PREDICATE_EXAMPLE = "e.g. \"mean_confidence > 0.9 AND video_id LIKE 'cam%'\""
 
 
 class QueryError(ValueError):
@@ -63,15 +72,55 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
         raise QueryError(f"cannot parse the SQL: {exc}") from exc
     if len(statements) != 1:
         raise QueryError(f"give exactly one statement, got {len(statements)}")
-    if statements[0].type not in _ALLOWED:
+    kind = statements[0].type
+    if kind not in _ALLOWED or (kind == duckdb.StatementType.EXPLAIN and not _explains_a_select(con, sql)):
+        what = (
+            "EXPLAIN of anything but a SELECT is"
+            if kind == duckdb.StatementType.EXPLAIN
+            else f"{kind.name} statements are"
+        )
         raise QueryError(
-            f"outputs are read-only: {statements[0].type.name} statements are refused. Use SELECT over "
+            f"outputs are read-only: {what} refused. Use SELECT over "
             f"{', '.join(TABLES)}, and --format/--out to save the result elsewhere"
         )
     try:
         return con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
-        raise QueryError(f"{exc}") from exc
+        hint = _FILES_HINT if "disabled by configuration" in str(exc) else ""
+        raise QueryError(f"{exc}{hint}") from exc
+
+
+def _explains_a_select(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    """Whether an EXPLAIN [ANALYZE] [(options)] statement explains one SELECT.
+
+    EXPLAIN ANALYZE runs the statement it explains, so that one must be read-only too. DuckDB does not say
+    which statement an EXPLAIN holds; the text after EXPLAIN and ANALYZE is parsed on its own, first whole
+    (a parenthesized SELECT), then after an options list. What cannot be told apart is refused.
+    """
+    found = duckdb.tokenize(sql)
+    ends = [offset for offset, _ in found[1:]] + [len(sql)]
+    words = [(o, sql[o:e].strip().upper()) for (o, kind), e in zip(found, ends) if kind != duckdb.token_type.comment]
+    rest = words[1:]
+    if rest and rest[0][1] == "ANALYZE":
+        rest = rest[1:]
+    if rest and _is_one_select(con, sql[rest[0][0] :]):
+        return True
+    if not rest or rest[0][1] != "(":
+        return False
+    depth = 0
+    for position, (_, word) in enumerate(rest):
+        depth += word.count("(") - word.count(")")
+        if depth == 0:
+            return position + 1 < len(rest) and _is_one_select(con, sql[rest[position + 1][0] :])
+    return False
+
+
+def _is_one_select(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT
 
 
 def resolve_job(con: duckdb.DuckDBPyConnection, job_id: str | None) -> str:
@@ -87,6 +136,78 @@ def resolve_job(con: duckdb.DuckDBPyConnection, job_id: str | None) -> str:
         raise QueryError("the output has no committed frames yet")
     listed = ", ".join(jobs[:5]) + (", ..." if len(jobs) > 5 else "")
     raise QueryError(f"the output holds {len(jobs)} jobs ({listed}); pass --job")
+
+
+def parse_predicate(text: str) -> duckdb.Expression:
+    """`text` as one condition on a frames row, for `relation.filter`; QueryError unless it is exactly that.
+
+    The text comes from the command line and is spliced into SQL, so it must not reshape the statement it
+    lands in. DuckDB's parser reads it as the WHERE of a fixed SELECT (the text is a bound value of
+    json_serialize_sql, which parses and runs nothing). The parse must be that SELECT and its WHERE alone: no
+    second statement, set operation or clause after the condition, and parentheses that balance within the
+    text. Inside the condition, no subquery (it could read other tables, or files through table functions)
+    and no parameter marker (it would take the value meant for one of the caller's).
+    """
+    if not text.strip():
+        raise QueryError(f"the predicate is empty; write a condition on the frames columns, {_PREDICATE_EXAMPLE}")
+    node = _parse_select(f"{_PREDICATE_HOST} WHERE {text}\n")
+    if node["type"] != "SELECT_NODE":
+        raise QueryError(
+            "the predicate holds a set operation (UNION, INTERSECT or EXCEPT); it only filters the job's frames: "
+            f"join conditions with AND / OR instead, {_PREDICATE_EXAMPLE}"
+        )
+    _refuse_subqueries_and_parameters(node["where_clause"])
+    if {**node, "where_clause": None} != _parse_select(_PREDICATE_HOST):
+        raise QueryError(
+            "the predicate holds clauses after the condition (ORDER BY, LIMIT, GROUP BY, HAVING, QUALIFY, USING "
+            f"SAMPLE); give the condition alone, {_PREDICATE_EXAMPLE}"
+        )
+    try:
+        return duckdb.SQLExpression(text)
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot parse the predicate: {exc}") from exc
+
+
+def _parse_select(sql: str) -> dict:
+    """DuckDB's parse of `sql`, which must be one SELECT, as its JSON tree; nothing is run."""
+    with duckdb.connect(":memory:") as con:
+        try:
+            count = len(con.extract_statements(sql))
+        except duckdb.Error as exc:
+            raise QueryError(f"cannot parse the predicate: {exc}; write one condition, {_PREDICATE_EXAMPLE}") from exc
+        if count != 1:
+            raise QueryError(f"the predicate holds {count} statements; write one condition, {_PREDICATE_EXAMPLE}")
+        ((serialized,),) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()
+    tree = json.loads(serialized)
+    if tree["error"]:
+        raise QueryError(
+            f"cannot parse the predicate: {tree['error_message']}; write one condition, {_PREDICATE_EXAMPLE}"
+        )
+    return tree["statements"][0]["node"]
+
+
+def _refuse_subqueries_and_parameters(where: dict) -> None:
+    """QueryError if the condition holds a subquery or a parameter marker anywhere in it."""
+    for node in _tree_nodes(where):
+        if node.get("class") == "SUBQUERY":
+            raise QueryError(
+                "the predicate holds a subquery (SELECT ...): a predicate is a condition on one frames row and "
+                "cannot read other rows, tables or files; select with `tv3s query` first and write the values "
+                "you found into the condition, e.g. \"video_id IN ('cam1', 'cam2')\""
+            )
+        if node.get("class") == "PARAMETER":
+            raise QueryError("the predicate holds a parameter marker (? or $name); write the value itself instead")
+
+
+def _tree_nodes(tree: object) -> Iterator[dict]:
+    """Every JSON object in a parse tree, depth first."""
+    if isinstance(tree, dict):
+        yield tree
+        for value in tree.values():
+            yield from _tree_nodes(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _tree_nodes(value)
 
 
 # --- presenting results -------------------------------------------------------------------
