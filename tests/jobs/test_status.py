@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tv3s.cli import main
-from tv3s.jobs.plan import Chain, Unit
+from tv3s.jobs.plan import ChainPlan
 from tv3s.jobs.runner import JobRunner
 from tv3s.jobs.status import job_progress
 from tv3s.pipeline.outputs.commit import Output
@@ -14,6 +14,7 @@ from tv3s.schemas.errors import ErrorKind, InputError
 
 from ..support.jobdata import job_spec
 from ..support.manifest_data import decode_error, run_info, sample_job, write_job
+from .test_plan import index_table
 
 RUN = run_info()
 
@@ -23,8 +24,8 @@ def labeled_job(root: str) -> Output:
     errors outside any video's units: an unreadable shard (2 records) and a chain that failed (1)."""
     spec = job_spec(["/data/shard-0000.tar"], root, name=RUN.job_id)
     job = sample_job(RUN)
-    units = tuple(Unit(segment, (), 0) for segment in range(2))
-    JobRunner(spec, progress=False)._record_plan([Chain(video, "segment", units, (0, 1)) for video in job])
+    plan, _ = ChainPlan.build(index_table([(video, "segment", s) for video in job for s in range(2)]), spec.state)
+    JobRunner(spec, progress=False)._record_plan(plan)
     out = Output(root)
     writer = write_job(out, RUN, job)
     shard = "file:///data/shard-0000.tar"
