@@ -4,9 +4,11 @@ A synthetic index of N video segments (10 per video, one-minute segments of 1,80
 frames, spread over shards as `tv3s shards pack` fills them) is written as the index
 Parquet a job reads. Each measurement runs in a fresh process, so its peak RSS is its own:
 
-- `plan`: read the index and build the job's chain plan (`ChainPlan.build`): seconds and
-  peak RSS above the interpreter's RSS before planning;
-- `first_dispatch`: from the start until the first chain is ready to hand to an actor;
+- `plan`: read the index and build the job's chain plan (`ChainPlan.build`), partition by
+  partition as a job's driver does (`tv3s index --partitions`, --partition-rows segments
+  each): seconds, and peak RSS above the interpreter's RSS before planning;
+- `first_dispatch`: from the start until the first chain is ready to hand to an actor
+  (every partition planned once for the totals, then the first one again);
 - the baseline, in the same run: the previous planner, which made every index row a
   Python dict (`plan_videos` + per-unit objects), at `--baseline-segments` (it needs about
   2 GB per million segments, so it cannot run at 10M).
@@ -19,8 +21,8 @@ Usage: python benchmarks/scale.py --segments 10000000 [--baseline-segments 10000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,9 +43,14 @@ SEGMENTS_PER_VIDEO = 10
 SEGMENTS_PER_SHARD = 16  # ~1 GB shards of one-minute 480p segments
 
 
-def write_index(path: Path, segments: int, chunk: int = 1_000_000) -> None:
-    """A synthetic index of `segments` segments, written in row groups (never all in memory)."""
-    with pq.ParquetWriter(path, INDEX_SCHEMA, compression="zstd") as writer:
+def write_index(path: Path, segments: int, partitions: int = 0, chunk: int = 1_000_000) -> None:
+    """A synthetic index of `segments` segments, never all in memory: one Parquet file, or with
+    `partitions` a partitioned index written by the project's own writer (`tv3s index --partitions`)."""
+    from tv3s.pipeline.ingest.partitions import PartitionedIndexWriter
+    from tv3s.pipeline.storage import Store
+
+    writer = PartitionedIndexWriter(str(path), Store(), partitions) if partitions else None
+    with pq.ParquetWriter(path, INDEX_SCHEMA, compression="zstd") if not partitions else _nothing() as single:
         for start in range(0, segments, chunk):
             n = min(chunk, segments - start)
             i = np.arange(start, start + n)
@@ -70,12 +77,22 @@ def write_index(path: Path, segments: int, chunk: int = 1_000_000) -> None:
                 "frames": pa.array(np.full(n, 1800)),
                 "camera": pa.array(np.full(n, "front")),
             }
-            writer.write_table(pa.table(columns, schema=INDEX_SCHEMA))
+            batch = pa.table(columns, schema=INDEX_SCHEMA)
+            writer.add(batch) if writer else single.write_table(batch)
+    if writer:
+        writer.close()
 
 
-def rss_mb() -> float:
+@contextlib.contextmanager
+def _nothing():
+    yield None
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory now (VmRSS) or at its peak (VmHWM). Not getrusage's ru_maxrss: a
+    child process keeps its parent's value across exec, so it would report the parent's peak."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -83,21 +100,32 @@ def rss_mb() -> float:
 def child(kind: str, index: Path) -> dict:
     """One measurement in this (fresh) process (the code imported before the first reading)."""
     from tv3s.jobs.plan import ChainPlan
+    from tv3s.pipeline.ingest.partitions import index_partitions
+    from tv3s.pipeline.storage import Store
 
+    Store().filesystem("/")  # fsspec's local filesystem loaded too
     before = rss_mb()
     started = time.perf_counter()
-    table = pq.read_table(index)
-    if kind == "columnar":
-        plan, errors = ChainPlan.build(table, StateSpec())
+    if kind == "partitioned":  # what a job's driver does: plan each partition once, then the first again
+        chains, errors = 0, []
+        for part in index_partitions(str(index), Store()):
+            plan, found = ChainPlan.build(part, StateSpec())
+            chains, errors = chains + len(plan), errors + found
+            del part, plan  # one partition at a time, as the driver holds them
+        planned = time.perf_counter()
+        first = ChainPlan.build(next(index_partitions(str(index), Store())), StateSpec())[0][0]
+    elif kind == "columnar":
+        plan, errors = ChainPlan.build(pq.read_table(index), StateSpec())
         planned = time.perf_counter()
         first = plan[0]
         chains = len(plan)
     else:
+        table = pq.read_table(index)
         chains_list, errors = baseline_plan(table, StateSpec())
         planned = time.perf_counter()
         first, chains = chains_list[0], len(chains_list)
     ready = time.perf_counter()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = rss_mb("VmHWM")
     assert first.units and not errors
     return {
         "plan_s": round(planned - started, 2),
@@ -145,14 +173,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--segments", type=int, default=1_000_000)
     parser.add_argument("--baseline-segments", type=int, default=1_000_000)
-    parser.add_argument("--child", choices=["columnar", "baseline"])
+    parser.add_argument("--partition-rows", type=int, default=500_000, help="segments per index partition")
+    parser.add_argument("--child", choices=["columnar", "baseline", "partitioned"])
     parser.add_argument("--index", type=Path)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.index)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        small, big = Path(tmp) / "small.parquet", Path(tmp) / "big.parquet"
+        small = Path(tmp) / "small.parquet"
         write_index(small, args.baseline_segments)
         base, same = measure("baseline", small), measure("columnar", small)
         print(f"at {args.baseline_segments:,} segments: previous planner {base}, columnar {same}")
@@ -160,8 +189,9 @@ def main() -> None:
             f"  ratio previous/columnar: time {base['plan_s'] / max(same['plan_s'], 1e-9):.1f}x, "
             f"peak memory {base['plan_peak_rss_mb'] / max(same['plan_peak_rss_mb'], 1):.1f}x"
         )
-        write_index(big, args.segments)
-        result = measure("columnar", big)
+        big = Path(tmp) / "index"
+        write_index(big, args.segments, partitions=max(1, -(-args.segments // args.partition_rows)))
+        result = measure("partitioned", big)
         print(
             json.dumps(
                 {

@@ -224,3 +224,17 @@ def test_an_actor_labels_several_videos_per_forward_pass(cluster, archive, tmp_p
     summary = JobRunner(spec, progress=False).run()
     assert summary.state == "finished" and summary.frames == 55
     assert [v["video_id"] for v in table_rows(open_output(spec), "videos")] == ["cam0", "cam1", "cam2", "stills"]
+
+
+def test_a_job_over_a_partitioned_index_equals_the_reference(cluster, archive, reference, tmp_path):
+    """Chains planned and handed out partition by partition: the same rows as the one-table plan."""
+    from tv3s.cli import main
+
+    index = str(tmp_path / "index")
+    assert main(["index", *archive, "--out", index, "--partitions", "3", "--no-progress"]) == 0
+    spec = spec_for(archive, tmp_path)
+    spec = spec.model_copy(update={"inputs": spec.inputs.model_copy(update={"shards": [], "index": index})})
+    summary = JobRunner(spec, progress=False).run()
+    assert summary.state == "finished" and summary.chains == 4 and summary.units == 3 * 3 + 3
+    assert_same_output(reference, open_output(spec))
+    assert read_status(open_output(spec), spec.name)["state"] == "finished"

@@ -122,13 +122,14 @@ def test_several_videos_batched_through_one_model_match_the_reference(archive, r
 def test_status_of_a_running_job_gives_rate_and_eta(archive, tmp_path, capsys):
     """`tv3s status` mid-job: what is committed, the driver's pace and the time left at that pace."""
     from tv3s.cli import main
-    from tv3s.jobs.runner import JobRunner, JobSummary
+    from tv3s.jobs.runner import JobRunner, JobSummary, job_partitions
     from tv3s.jobs.status import job_progress
 
     spec = job_spec(archive, str(tmp_path / "out"))
     runner = JobRunner(spec, progress=False)
+    partitions, _ = job_partitions(spec, Store())
+    runner._plan_and_record(partitions)
     chains, _ = plan_job(spec, Store())
-    runner._record_plan(chains)
     outcome = make_worker(spec, CPU).process(chains[0])  # one video done, the others not started
     units = sum(len(c.units) for c in chains)
     summary = JobSummary(

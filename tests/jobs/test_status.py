@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from tv3s.cli import main
-from tv3s.jobs.plan import ChainPlan
 from tv3s.jobs.runner import JobRunner
 from tv3s.jobs.status import job_progress
 from tv3s.pipeline.outputs.commit import Output
@@ -24,8 +23,8 @@ def labeled_job(root: str) -> Output:
     errors outside any video's units: an unreadable shard (2 records) and a chain that failed (1)."""
     spec = job_spec(["/data/shard-0000.tar"], root, name=RUN.job_id)
     job = sample_job(RUN)
-    plan, _ = ChainPlan.build(index_table([(video, "segment", s) for video in job for s in range(2)]), spec.state)
-    JobRunner(spec, progress=False)._record_plan(plan)
+    index = index_table([(video, "segment", s) for video in job for s in range(2)])
+    JobRunner(spec, progress=False)._plan_and_record(lambda: iter([index]))
     out = Output(root)
     writer = write_job(out, RUN, job)
     shard = "file:///data/shard-0000.tar"

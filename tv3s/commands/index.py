@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..pipeline.ingest.index import build_index, default_errors_uri, plan_videos, write_errors, write_table
+from ..pipeline.ingest.partitions import PartitionedIndexWriter
 from ..pipeline.ingest.samples import DEFAULT_KEY_PATTERN, key_regex
 from ..pipeline.storage import StorageError
 from .store_args import add_store_arguments, error_summary, store_from_args
@@ -35,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"video id and frame number of frame samples without json (default {DEFAULT_KEY_PATTERN})",
     )
     parser.add_argument("--workers", type=int, default=8, metavar="N", help="shards scanned at once (default 8)")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        metavar="P",
+        help="write INDEX_URI as a folder of P partitions (whole videos each, by a hash of the video id), so "
+        "jobs plan one partition at a time: for archives of millions of samples (about 1M samples a partition)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_store_arguments(parser)
     parser.set_defaults(run=run)
@@ -47,13 +55,21 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"tv3s index: error: --key-pattern: {exc}", file=sys.stderr)
         return 2
+    if args.partitions is not None and args.partitions < 1:
+        print(f"tv3s index: error: --partitions must be at least 1, got {args.partitions}", file=sys.stderr)
+        return 2
     store = store_from_args(args)
     result = build_index(args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress)
     runs, chain_errors = plan_videos(result.table)
     errors = result.errors + chain_errors
     errors_uri = args.errors or default_errors_uri(args.out)
     try:
-        write_table(result.table, args.out, store)
+        if args.partitions:
+            writer = PartitionedIndexWriter(args.out, store, args.partitions)
+            writer.add(result.table)
+            writer.close()
+        else:
+            write_table(result.table, args.out, store)
         write_errors(errors, errors_uri, store)
     except StorageError as exc:
         print(f"tv3s index: error: cannot write the index: {exc}", file=sys.stderr)

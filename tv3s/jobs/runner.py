@@ -19,12 +19,16 @@ import os
 import re
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pyarrow as pa
 from tqdm import tqdm
 
-from ..pipeline.ingest.index import build_index, read_index
+from ..pipeline.ingest.index import build_index
+from ..pipeline.ingest.partitions import index_partitions
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
 from ..pipeline.outputs.manifest import ManifestWriter, encode_parquet
 from ..pipeline.storage import Store
@@ -69,7 +73,7 @@ def job_paths(name: str) -> dict[str, str]:
     base = f"{JOBS_DIR}/{name}"
     return {
         "plan": f"{base}/plan.json",  # the spec and its fingerprint
-        "chains": f"{base}/chains.parquet",  # one row per chain: video, first unit, units, weight
+        "chains": f"{base}/chains",  # a Parquet table per index partition: a row a chain (video, units, weight)
         "status": f"{base}/status.json",
         "cancel": f"{base}/cancel",
     }
@@ -80,15 +84,25 @@ def open_output(spec: JobSpec) -> Output:
     return Output(spec.output, spec.storage_options())
 
 
-def plan_job(spec: JobSpec, store: Store, progress: bool = False) -> tuple[ChainPlan, list[InputError]]:
-    """Index the inputs (or read the index) and cut every video into chains (as columns)."""
+def job_partitions(
+    spec: JobSpec, store: Store, progress: bool = False
+) -> tuple[Callable[[], Iterator[pa.Table]], list[InputError]]:
+    """The job's index, as a way to read it partition by partition, and the errors met indexing.
+
+    A partitioned index (`tv3s index --partitions`) is read one partition at a time; shards
+    given directly are indexed here, in memory, as one partition.
+    """
     if spec.inputs.index is not None:
-        table, errors = read_index(spec.inputs.index, store), []
-    else:
-        kwargs = {"key_pattern": spec.inputs.key_pattern} if spec.inputs.key_pattern else {}
-        result = build_index(spec.inputs.shards, store, progress=progress, **kwargs)
-        table, errors = result.table, list(result.errors)
-    plan, plan_errors = ChainPlan.build(table, spec.state)
+        return lambda: index_partitions(spec.inputs.index, store), []
+    kwargs = {"key_pattern": spec.inputs.key_pattern} if spec.inputs.key_pattern else {}
+    result = build_index(spec.inputs.shards, store, progress=progress, **kwargs)
+    return lambda: iter([result.table]), list(result.errors)
+
+
+def plan_job(spec: JobSpec, store: Store, progress: bool = False) -> tuple[ChainPlan, list[InputError]]:
+    """The whole job's chains in one plan (for tests and tools; a job plans partition by partition)."""
+    partitions, errors = job_partitions(spec, store, progress)
+    plan, plan_errors = ChainPlan.build(pa.concat_tables(list(partitions())), spec.state)
     return plan, errors + plan_errors
 
 
@@ -101,22 +115,48 @@ def read_status(output: Output, name: str) -> dict | None:
     return json.loads(output.fs.cat_file(path)) if output.fs.exists(path) else None
 
 
-class _Pending:
-    """Chains waiting for an actor: the plan's, heaviest first, made into `Chain`s only as they are
-    handed out; chains to retry go first."""
+@dataclass
+class _PlanTotals:
+    """What planning every partition found: counts, planning errors, the videos cut into several chains."""
 
-    def __init__(self, plan: ChainPlan) -> None:
-        self.plan, self.order, self.next = plan, plan.order(), 0
+    videos: int = 0
+    chains: int = 0
+    units: int = 0
+    errors: list[InputError] = field(default_factory=list)
+    split_videos: list[str] = field(default_factory=list)
+
+    def add(self, plan: ChainPlan, errors: list[InputError]) -> None:
+        self.videos, self.chains, self.units = (
+            self.videos + plan.videos,
+            self.chains + len(plan),
+            self.units + plan.units,
+        )
+        self.errors += errors
+        self.split_videos += plan.split_videos()
+
+
+class _Pending:
+    """Chains waiting for an actor: partition by partition, each heaviest first, planned when the
+    one before is handed out and made into `Chain`s only as they go; chains to retry go first."""
+
+    def __init__(self, plans: Iterator[ChainPlan], total: int) -> None:
+        self.plans, self.left = plans, total
+        self.plan: ChainPlan | None = None
+        self.order, self.next = np.zeros(0, np.int64), 0
         self.retries: deque[tuple[Chain, int]] = deque()
 
     def __len__(self) -> int:
-        return len(self.retries) + len(self.order) - self.next
+        return len(self.retries) + self.left
 
     def popleft(self) -> tuple[Chain, int]:
         if self.retries:
             return self.retries.popleft()
+        while self.next >= len(self.order):
+            self.plan = next(self.plans)
+            self.order, self.next = self.plan.order(), 0
         k = int(self.order[self.next])
         self.next += 1
+        self.left -= 1
         return self.plan.chain(k), 1
 
     def appendleft(self, item: tuple[Chain, int]) -> None:
@@ -137,12 +177,12 @@ class _Flight:
 class _Progress:
     """The job's progress bar, the queue-depth metric and the outcome totals of the summary."""
 
-    def __init__(self, name: str, summary: JobSummary, plan: ChainPlan, enabled: bool) -> None:
+    def __init__(self, name: str, summary: JobSummary, split_videos: list[str], enabled: bool) -> None:
         from ray.util.metrics import Gauge
 
         self.summary = summary
         # a video is done when all its chains are: counted for the videos cut into several (split policy)
-        self.chains_left = Counter(plan.split_videos())
+        self.chains_left = Counter(split_videos)
         self.videos_done = 0
         self.bar = tqdm(total=summary.units, unit="unit", desc=f"job {name}", disable=not enabled)
         self.gauge = Gauge("tv3s_job_queue_depth", "chains waiting for an actor", tag_keys=("job",))
@@ -203,14 +243,15 @@ class JobRunner:
 
         started = self._started = time.perf_counter()
         spec = self.spec
-        plan, input_errors = plan_job(spec, self.store, self.progress)
-        self._record_plan(plan)
+        partitions, input_errors = job_partitions(spec, self.store, self.progress)
+        totals = self._plan_and_record(partitions)
+        input_errors += totals.errors
         if self.output.fs.exists(self.paths["cancel"]):
             self.output.fs.rm_file(self.paths["cancel"])  # running again resumes a cancelled job
-        summary = JobSummary(spec.name, "running", plan.videos, len(plan), plan.units)
+        summary = JobSummary(spec.name, "running", totals.videos, totals.chains, totals.units)
         self._write_status(summary)
         wanted = spec.resources.autoscale_max_actors or spec.resources.actors
-        actors = self._start_actors(min(wanted, max(1, len(plan))))
+        actors = self._start_actors(min(wanted, max(1, totals.chains)))
         self._request(len(actors))
         run_info = ray.get(actors[0].run_info.remote())
         ready = time.perf_counter()
@@ -219,7 +260,8 @@ class JobRunner:
             writer.commit_errors("inputs", input_errors)
         summary.errors += len(input_errors)
         try:
-            self._schedule(plan, actors, summary, writer)
+            plans = (ChainPlan.build(table, spec.state)[0] for table in partitions())
+            self._schedule(_Pending(plans, totals.chains), totals.split_videos, actors, summary, writer)
         finally:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
@@ -232,12 +274,14 @@ class JobRunner:
         return summary
 
     # ------------------------------------------------------------------ scheduling
-    def _schedule(self, plan: ChainPlan, actors: list, summary: JobSummary, writer: ManifestWriter) -> None:
+    def _schedule(
+        self, pending: _Pending, split_videos: list[str], actors: list, summary: JobSummary, writer: ManifestWriter
+    ) -> None:
         """Hand chains to idle actors until every chain is done, failed for good, or cancelled."""
         import ray
 
-        flight = _Flight(_Pending(plan), deque(actors), list(actors))
-        progress = _Progress(self.spec.name, summary, plan, self.progress)
+        flight = _Flight(pending, deque(actors), list(actors))
+        progress = _Progress(self.spec.name, summary, split_videos, self.progress)
         cancel_url = self.output.uri(job_paths(self.spec.name)["cancel"])
         next_cancel_check = 0.0
         try:
@@ -401,31 +445,46 @@ class JobRunner:
         return [remote.remote(spec_json) for _ in range(count)]
 
     # ------------------------------------------------------------------ bookkeeping
-    def _record_plan(self, plan: ChainPlan) -> None:
-        """Record the spec and the chains once; a job name reused with other inputs, model or state
-        policy is refused. The chains are one small Parquet table, not a document of every chain."""
-        fingerprint = self.spec.fingerprint()
+    def _plan_and_record(self, partitions: Callable[[], Iterator[pa.Table]]) -> _PlanTotals:
+        """Plan every partition once, for the totals and the planning errors, and record the plan (the
+        spec, then a chain table per partition) unless this job recorded it before. One partition's
+        plan is held at a time."""
+        recorded = self._check_fingerprint()
+        totals = _PlanTotals()
+        for p, table in enumerate(partitions()):
+            self._plan_partition(p, table, totals, record=not recorded)
+            del table  # one partition at a time
+        if not recorded:  # last: a job with plan.json has its whole plan recorded
+            body = {
+                "name": self.spec.name,
+                "fingerprint": self.spec.fingerprint(),
+                "spec": json.loads(self.spec.model_dump_json()),
+                "created_at": utc_now(),
+                **{k: getattr(totals, k) for k in ("videos", "chains", "units")},
+            }
+            self.output.fs.pipe_file(self.paths["plan"], json.dumps(body, indent=1).encode())
+        return totals
+
+    def _plan_partition(self, p: int, table: pa.Table, totals: _PlanTotals, record: bool) -> None:
+        plan, errors = ChainPlan.build(table, self.spec.state)
+        totals.add(plan, errors)
+        if record:
+            self.output.fs.makedirs(self.paths["chains"], exist_ok=True)
+            self.output.fs.pipe_file(f"{self.paths['chains']}/part-{p:05d}.parquet", encode_parquet(plan.table()))
+
+    def _check_fingerprint(self) -> bool:
+        """Whether the job's plan is recorded; a job name reused with other inputs, model or state
+        policy is refused."""
         fs = self.output.fs
-        if fs.exists(self.paths["plan"]):
-            before = json.loads(fs.cat_file(self.paths["plan"]))
-            if before.get("fingerprint") != fingerprint:
-                raise JobError(
-                    f"job {self.spec.name!r} in {self.output.url} was started with other inputs, model or state "
-                    "policy; give this job another name (or another output)"
-                )
-            return
-        fs.makedirs(os.path.dirname(self.paths["plan"]), exist_ok=True)
-        fs.pipe_file(self.paths["chains"], encode_parquet(plan.table()))
-        body = {
-            "name": self.spec.name,
-            "fingerprint": fingerprint,
-            "spec": json.loads(self.spec.model_dump_json()),
-            "created_at": utc_now(),
-            "videos": plan.videos,
-            "chains": len(plan),
-            "units": plan.units,
-        }
-        fs.pipe_file(self.paths["plan"], json.dumps(body, indent=1).encode())  # last: the plan is complete
+        if not fs.exists(self.paths["plan"]):
+            return False
+        before = json.loads(fs.cat_file(self.paths["plan"]))
+        if before.get("fingerprint") != self.spec.fingerprint():
+            raise JobError(
+                f"job {self.spec.name!r} in {self.output.url} was started with other inputs, model or state "
+                "policy; give this job another name (or another output)"
+            )
+        return True
 
     def _write_status(self, summary: JobSummary) -> None:
         body = {**asdict(summary), "updated_at": utc_now(), "frames_per_second": summary.frames_per_second}

@@ -67,9 +67,13 @@ def job_progress(output: Output, name: str) -> dict:
 
 
 def _planned_videos(output: Output, name: str) -> dict[str, int]:
-    """Planned units per video, from the job's chain table."""
-    chains = pq.read_table(io.BytesIO(output.fs.cat_file(output.full(job_paths(name)["chains"]))))
-    return dict(zip(chains["video_id"].to_pylist(), chains["video_units"].to_pylist()))
+    """Planned units per video, from the job's chain tables (one per index partition)."""
+    videos: dict[str, int] = {}
+    folder = output.full(job_paths(name)["chains"])
+    for path in sorted(output.fs.find(folder)):
+        chains = pq.read_table(io.BytesIO(output.fs.cat_file(path)), columns=["video_id", "video_units"])
+        videos.update(zip(chains["video_id"].to_pylist(), chains["video_units"].to_pylist()))
+    return videos
 
 
 def _error_rows(record: UnitRecord) -> int:

@@ -38,7 +38,10 @@ class InputsSpec(_Strict):
     """Where the videos are: shard URLs/globs/brace ranges to index, or an index already built."""
 
     shards: list[str] = Field(default_factory=list, description="WebDataset shard URLs, globs or {a..b} ranges")
-    index: str | None = Field(None, description="an index Parquet written by `tv3s index` (instead of shards)")
+    index: str | None = Field(
+        None,
+        description="an index written by `tv3s index` (instead of shards): a Parquet file, or a folder of partitions",
+    )
     key_pattern: str | None = Field(
         None, description="regex naming video and position in sample keys (default: the data plane's)"
     )

@@ -25,6 +25,9 @@ import pyarrow.compute as pc
 from ...schemas.errors import ErrorKind, InputError
 
 SORT_KEYS = [("video_id", "ascending"), ("index", "ascending"), ("shard_order", "ascending"), ("position", "ascending")]
+# Schema metadata of a table already in SORT_KEYS order (partitions of a partitioned index): not sorted
+# again, which would copy the whole partition.
+SORTED_KEY, SORTED_VALUE = b"tv3s.index.sorted_by", ",".join(k for k, _ in SORT_KEYS).encode()
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,9 @@ def order_index(table: pa.Table) -> tuple[OrderedIndex, list[InputError]]:
     """Sort an index table into videos and runs; the reported rows as error records (by video,
     then: samples of the wrong type, duplicates, gaps)."""
     reported: list[tuple[int, InputError]] = []
-    table = table.sort_by(SORT_KEYS).combine_chunks()
+    if (table.schema.metadata or {}).get(SORTED_KEY) != SORTED_VALUE:
+        table = table.sort_by(SORT_KEYS)
+    table = table.combine_chunks()
     wrong_type = _minority_rows(table)
     for row in np.flatnonzero(wrong_type).tolist():
         reported.append((0, _wrong_type_error(_row(table, row))))
