@@ -21,7 +21,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -30,14 +29,12 @@ from tqdm import tqdm
 from ..pipeline.ingest.index import build_index
 from ..pipeline.ingest.partitions import index_partitions
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
-from ..pipeline.outputs.manifest import ManifestWriter, encode_parquet
+from ..pipeline.outputs.manifest import ManifestWriter, encode_parquet, safe_key
 from ..pipeline.storage import Store
 from ..schemas.errors import ErrorKind, InputError
 from ..schemas.job import JobSpec
 from .plan import Chain, ChainPlan
-
-if TYPE_CHECKING:
-    from .worker import ChainOutcome
+from .worker import ChainOutcome
 
 log = logging.getLogger(__name__)
 JOBS_DIR = f"{META_DIR}/jobs"
@@ -137,10 +134,20 @@ class _PlanTotals:
 
 class _Pending:
     """Chains waiting for an actor: partition by partition, each heaviest first, planned when the
-    one before is handed out and made into `Chain`s only as they go; chains to retry go first."""
+    one before is handed out and made into `Chain`s only as they go; chains to retry go first.
 
-    def __init__(self, plans: Iterator[ChainPlan], total: int) -> None:
-        self.plans, self.left = plans, total
+    Chains of videos already finished (a resumed job) are never handed out: they are passed to
+    `skipped` (video id, units) instead, so a resume costs what remains, not what is done.
+    """
+
+    def __init__(
+        self,
+        plans: Iterator[ChainPlan],
+        total: int,
+        finished: set[str] = frozenset(),
+        skipped: Callable[[str, int], None] = lambda video_id, units: None,
+    ) -> None:
+        self.plans, self.left, self.finished, self.skipped = plans, total, finished, skipped
         self.plan: ChainPlan | None = None
         self.order, self.next = np.zeros(0, np.int64), 0
         self.retries: deque[tuple[Chain, int]] = deque()
@@ -152,12 +159,31 @@ class _Pending:
         if self.retries:
             return self.retries.popleft()
         while self.next >= len(self.order):
-            self.plan = next(self.plans)
-            self.order, self.next = self.plan.order(), 0
+            self._next_plan()
         k = int(self.order[self.next])
         self.next += 1
         self.left -= 1
         return self.plan.chain(k), 1
+
+    def _next_plan(self) -> None:
+        """The next partition's chains, less those of finished videos (counted as skipped)."""
+        self.plan = next(self.plans)
+        order = self.plan.order()
+        if self.finished:
+            ids = self.plan.video_ids(self.plan.chain_video[order]).to_pylist()
+            done = np.array([safe_key(v) in self.finished for v in ids], bool)
+            units = (self.plan.stop - self.plan.first)[order]
+            for video_id, n in zip(np.array(ids, object)[done].tolist(), units[done].tolist()):
+                self.skipped(video_id, n)
+            self.left -= int(done.sum())
+            order = order[~done]
+        self.order, self.next = order, 0
+
+    def __bool__(self) -> bool:
+        """Something is left to hand out (finished videos of partitions not yet read are skipped here)."""
+        while not self.retries and self.left > 0 and self.next >= len(self.order):
+            self._next_plan()
+        return bool(self.retries) or self.next < len(self.order)
 
     def appendleft(self, item: tuple[Chain, int]) -> None:
         self.retries.appendleft(item)
@@ -261,7 +287,8 @@ class JobRunner:
         summary.errors += len(input_errors)
         try:
             plans = (ChainPlan.build(table, spec.state)[0] for table in partitions())
-            self._schedule(_Pending(plans, totals.chains), totals.split_videos, actors, summary, writer)
+            pending = _Pending(plans, totals.chains, writer.finished_video_keys())
+            self._schedule(pending, totals.split_videos, actors, summary, writer)
         finally:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
@@ -282,6 +309,9 @@ class JobRunner:
 
         flight = _Flight(pending, deque(actors), list(actors))
         progress = _Progress(self.spec.name, summary, split_videos, self.progress)
+        pending.skipped = lambda video_id, units: progress.count(
+            ChainOutcome(f"{video_id}@done", video_id, units_already_done=units)
+        )
         cancel_url = self.output.uri(job_paths(self.spec.name)["cancel"])
         next_cancel_check = 0.0
         try:
@@ -320,7 +350,9 @@ class JobRunner:
         """Every idle actor gets the next chains (`videos_per_batch` of them in stream mode)."""
         per_call = self.spec.resources.videos_per_batch if self.spec.model.mode == "stream" else 1
         while flight.pending and flight.idle:
-            batch = [flight.pending.popleft() for _ in range(min(per_call, len(flight.pending)))]
+            batch = []
+            while len(batch) < per_call and flight.pending:
+                batch.append(flight.pending.popleft())
             actor = flight.idle.popleft()
             flight.running[actor.process.remote([c for c, _ in batch], cancel_url)] = (actor, batch)
 

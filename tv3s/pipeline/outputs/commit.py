@@ -286,6 +286,16 @@ class Output:
         found = self.list(f"{COMMITS_DIR}/{job_id}/{scope}")
         return [f.path.rsplit("/", 1)[-1].removesuffix(".json") for f in found if f.path.endswith(".json")]
 
+    def job_scopes(self, job_id: str) -> dict[str, set[str]]:
+        """The names of every committed unit of a job, by scope, from one listing of its records."""
+        prefix = f"{COMMITS_DIR}/{job_id}/"
+        scopes: dict[str, set[str]] = {}
+        for f in self.list(prefix.rstrip("/")):
+            if f.path.endswith(".json"):
+                scope, _, name = f.path[len(prefix) :].removesuffix(".json").rpartition("/")
+                scopes.setdefault(scope, set()).add(name)
+        return scopes
+
     def scope_records(self, job_id: str, scope: str) -> list[UnitRecord]:
         """All committed units of one job and scope (e.g. one video's segment ranges)."""
         rels = [f.path for f in self.list(f"{COMMITS_DIR}/{job_id}/{scope}") if f.path.endswith(".json")]

@@ -340,6 +340,11 @@ class ManifestWriter:
         """Whether this range of units is done (ask before running the model on it)."""
         return self.output.record(self.unit_key(video_id, first, last)) is not None
 
+    def finished_video_keys(self) -> set[str]:
+        """`video_scope` of every video whose summary row is committed (so all its units are), from one
+        listing: what a resumed job need not hand to an actor again."""
+        return {scope for scope, names in self.output.job_scopes(self.run.job_id).items() if SUMMARY_UNIT in names}
+
     def committed_units(self, video_id: str) -> set[int]:
         """Segments of the video already committed (by any unit), for planning a resume."""
         names = self.output.scope_names(self.run.job_id, self.video_scope(video_id))
