@@ -33,6 +33,7 @@ from .commands import (
     train,
 )
 from .commands import eval as eval_
+from .commands.mistakes import explain
 
 COMMANDS = (
     run,
@@ -85,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not _stdout_closed():
             raise  # another pipe or socket broke: a real error, with its traceback
         return _quiet_exit()
+    except Exception as exc:
+        message = explain(exc)
+        if message is None:
+            raise  # not a user's mistake: a bug, with its traceback
+        print(f"tv3s {args.command}: error: {message}", file=sys.stderr)
+        return 1
     return code
 
 

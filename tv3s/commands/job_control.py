@@ -33,7 +33,11 @@ def run_status(args: argparse.Namespace) -> int:
     if not names:
         print(f"tv3s status: no jobs in {args.output}", file=sys.stderr)
         return 1
-    reports = [job_progress(output, name) for name in names]
+    try:
+        reports = [job_progress(output, name) for name in names]
+    except FileNotFoundError as exc:  # --job names no job of this output
+        print(f"tv3s status: error: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(reports, indent=1))
         return 0
@@ -65,8 +69,17 @@ def _duration(seconds: float) -> str:
 
 def run_cancel(args: argparse.Namespace) -> int:
     from ..jobs.runner import request_cancel
+    from ..jobs.status import job_names
 
-    request_cancel(open_output(args), args.job)
+    output = open_output(args)
+    jobs = job_names(output)
+    if args.job not in jobs:  # a cancel marker for no job would wait there for a job of that name
+        print(
+            f"tv3s cancel: error: no job {args.job!r} in {args.output} (jobs: {', '.join(jobs) or 'none'})",
+            file=sys.stderr,
+        )
+        return 1
+    request_cancel(output, args.job)
     print(
         f"cancel requested for job {args.job}: its actors stop after their current unit; "
         "`tv3s run` with the same spec resumes it"

@@ -118,7 +118,7 @@ def classify(exc: BaseException) -> ErrorKind | None:
         return ErrorKind.not_found
     if isinstance(exc, PermissionError):
         return ErrorKind.forbidden
-    for link in _chain(exc):
+    for link in cause_chain(exc):
         response = getattr(link, "response", None)
         if isinstance(response, dict) and "Error" in response:
             status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
@@ -137,7 +137,8 @@ def classify(exc: BaseException) -> ErrorKind | None:
     return ErrorKind.unreachable
 
 
-def _chain(exc: BaseException) -> Iterable[BaseException]:
+def cause_chain(exc: BaseException) -> Iterable[BaseException]:
+    """`exc` and the exceptions it was raised from or during, once each."""
     seen: set[int] = set()
     link: BaseException | None = exc
     while link is not None and id(link) not in seen:
