@@ -28,6 +28,11 @@ def no_aws_credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    from s3fs import S3FileSystem
+
+    S3FileSystem.clear_instance_cache()  # fsspec reuses filesystems made with the same options
+    yield
+    S3FileSystem.clear_instance_cache()
 
 
 @pytest.mark.parametrize("command", [["status"], ["query", "SELECT 1"]])
