@@ -20,7 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("spec", metavar="JOB.yaml")
     parser.add_argument("--address", required=True, metavar="URL", help="the dashboard, e.g. http://head:8265")
-    parser.add_argument("--wait", action="store_true", help="follow the job until it ends; exit code says how")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the job ends, then print the tail of its log; the exit code says how it ended",
+    )
     parser.set_defaults(run=run)
 
 

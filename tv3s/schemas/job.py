@@ -43,7 +43,9 @@ class InputsSpec(_Strict):
         description="an index written by `tv3s index` (instead of shards): a Parquet file, or a folder of partitions",
     )
     key_pattern: str | None = Field(
-        None, description="regex naming video and position in sample keys (default: the data plane's)"
+        None,
+        description="template naming video and frame in the keys of frame samples without json, e.g. "
+        "{video_id}_{frame:06d} (default {video_id}/{frame}); not a regex",
     )
     resize: Literal["official", "none"] = Field(
         "official", description="official: the TV3S test size rule (853x480, multiples of 32); none: source size"
