@@ -18,7 +18,10 @@ import av
 import numpy as np
 from PIL import Image
 
+from tv3s.pipeline.ingest import fetch as fetch_module
+from tv3s.pipeline.ingest import index as index_module
 from tv3s.pipeline.ingest.chunks import iter_videos
+from tv3s.pipeline.ingest.fetch import stream_shard
 from tv3s.pipeline.ingest.index import build_index, plan_videos
 from tv3s.pipeline.ingest.resize import ResizeRule
 from tv3s.pipeline.storage import RetryPolicy, Store
@@ -345,3 +348,34 @@ def test_shard_lost_after_indexing_is_reported_at_read_time(s3, tmp_path):
     e = only(errors, K.not_found)
     assert (e.stage, e.video_id, e.segment_index) == ("read", "v0", 0)
     assert got == {"v0": frames_of(0, range(4, 8)), "v9": frames_of(9, range(8))}
+
+
+# --- parser failures nobody foresaw ---------------------------------------------------
+
+
+def test_an_unexpected_error_in_one_shard_is_one_record_and_the_other_shards_are_indexed(tmp_path, monkeypatch):
+    real = index_module.identify
+
+    def buggy(key, *args):
+        if key.startswith("v1/"):
+            raise ZeroDivisionError("a parser bug")
+        return real(key, *args)
+
+    monkeypatch.setattr(index_module, "identify", buggy)
+    frames, _, errors = run([[seg(0, 0), seg(1, 0), seg(0, 1)], good_video()], tmp_path)
+    e = only(errors, K.corrupt_member)
+    assert e.stage == "index" and e.url.endswith("shard-0.tar") and e.member is None
+    assert "ZeroDivisionError: a parser bug" in e.message and "re-create" in e.hint
+    assert frames == {"v0": frames_of(0, range(4)), "v9": frames_of(9, range(8))}  # what came before it is kept
+
+
+def test_an_unexpected_error_while_streaming_a_shard_is_one_record(tmp_path, monkeypatch):
+    real = fetch_module.split_name
+    monkeypatch.setattr(fetch_module, "split_name", lambda name: 1 / 0 if name.startswith("v1/") else real(name))
+    path = tmp_path / "s.tar"
+    path.write_bytes(tar_bytes([seg(0, 0), seg(0, 1), seg(1, 0)]))
+    errors: list[InputError] = []
+    got = [s.key for s in stream_shard(str(path), Store(), errors.append)]
+    assert got == ["v0/000000"]  # v0/000001 is lost with the look-ahead that failed
+    assert [(e.kind, e.stage) for e in errors] == [(K.corrupt_member, "read")]
+    assert "ZeroDivisionError: division by zero" in errors[0].message and "re-create" in errors[0].hint

@@ -78,7 +78,12 @@ class VideoRun:
 
 
 def index_shard(url: str, order: int, store: Store, key_pattern: str = DEFAULT_KEY_PATTERN) -> ShardIndex:
-    """Scan one shard's headers (and its small json members) into index rows."""
+    """Scan one shard's headers (and its small json members) into index rows.
+
+    Nothing raised while parsing one shard may stop the indexing of the others: storage
+    failures become their own records, and anything else (input nobody foresaw, a bug)
+    one corrupt_member record for this shard, keeping the rows indexed before it.
+    """
     out = ShardIndex()
     safe_url = redact_url(url)
 
@@ -86,31 +91,42 @@ def index_shard(url: str, order: int, store: Store, key_pattern: str = DEFAULT_K
         out.errors.append(InputError(kind=kind, stage="index", url=safe_url, member=member, message=message, hint=hint))
 
     try:
-        size = store.size(url)
-        if size == 0:
-            error(ErrorKind.empty_shard, "the shard is an empty file", "re-create or delete the shard")
-            return out
-        reader = ChunkReader(lambda start, end: store.read(url, start, end), size, SCAN_CHUNK)
-        scan = MemberScan(reader.read_at, size)
-        for position, (key, group) in enumerate(_samples(_counted(_safe_members(scan, error), out), error)):
-            if scan.cut_through(key, key_of):
-                break  # the truncated_tar record below covers it
-            row = _sample_row(key, group, reader, key_pattern, error)
-            if row is not None:
-                out.rows.append(row | {"shard": safe_url, "shard_order": order, "position": position})
-        if scan.defect is not None:
-            hint = (
-                "re-upload the shard; the members before this point are indexed"
-                if scan.defect.kind == ErrorKind.truncated_tar
-                else "re-create the shard with tv3s shards pack"
-            )
-            error(scan.defect.kind, str(scan.defect), hint, scan.defect.member)
+        _scan_shard(url, safe_url, order, store, key_pattern, out, error)
     except StorageError as exc:
         out.errors.append(exc.record.model_copy(update={"stage": "index"}))
-        return out
+    except Exception as exc:  # input nobody foresaw, or a bug: this shard is reported, the others go on
+        error(
+            ErrorKind.corrupt_member,
+            f"indexing this shard stopped at an unexpected error ({type(exc).__name__}: {exc}); "
+            f"the samples indexed before it ({len(out.rows)}) are kept",
+            "re-create the shard with tv3s shards pack (and report the error if the shard is sound)",
+        )
+    return out
+
+
+def _scan_shard(url: str, safe_url: str, order: int, store: Store, key_pattern: str, out: ShardIndex, error) -> None:
+    """Fill `out` with the rows and error records of one shard (the body of `index_shard`)."""
+    size = store.size(url)
+    if size == 0:
+        error(ErrorKind.empty_shard, "the shard is an empty file", "re-create or delete the shard")
+        return
+    reader = ChunkReader(lambda start, end: store.read(url, start, end), size, SCAN_CHUNK)
+    scan = MemberScan(reader.read_at, size)
+    for position, (key, group) in enumerate(_samples(_counted(_safe_members(scan, error), out), error)):
+        if scan.cut_through(key, key_of):
+            break  # the truncated_tar record below covers it
+        row = _sample_row(key, group, reader, key_pattern, error)
+        if row is not None:
+            out.rows.append(row | {"shard": safe_url, "shard_order": order, "position": position})
+    if scan.defect is not None:
+        hint = (
+            "re-upload the shard; the members before this point are indexed"
+            if scan.defect.kind == ErrorKind.truncated_tar
+            else "re-create the shard with tv3s shards pack"
+        )
+        error(scan.defect.kind, str(scan.defect), hint, scan.defect.member)
     if out.members == 0 and not out.errors:
         error(ErrorKind.empty_shard, "the shard holds no members", "re-create or delete the shard")
-    return out
 
 
 def _counted(members: Iterator[TarMember], out: ShardIndex) -> Iterator[TarMember]:
