@@ -22,7 +22,7 @@ from tv3s.pipeline.ingest import fetch as fetch_module
 from tv3s.pipeline.ingest import index as index_module
 from tv3s.pipeline.ingest.chunks import iter_videos
 from tv3s.pipeline.ingest.fetch import stream_shard
-from tv3s.pipeline.ingest.index import build_index, plan_videos
+from tv3s.pipeline.ingest.index import build_index, plan_videos, write_errors, write_table
 from tv3s.pipeline.ingest.resize import ResizeRule
 from tv3s.pipeline.storage import RetryPolicy, Store
 from tv3s.schemas.errors import ErrorKind, InputError
@@ -379,3 +379,59 @@ def test_an_unexpected_error_while_streaming_a_shard_is_one_record(tmp_path, mon
     assert got == ["v0/000000"]  # v0/000001 is lost with the look-ahead that failed
     assert [(e.kind, e.stage) for e in errors] == [(K.corrupt_member, "read")]
     assert "ZeroDivisionError: division by zero" in errors[0].message and "re-create" in errors[0].hint
+
+
+# --- names and values the index cannot store ------------------------------------------
+
+
+def tar_of(members: list[tuple[str, bytes]], fmt: int) -> bytes:
+    """A tar in `fmt` whose names may hold raw bytes that are not UTF-8 (written from surrogates)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt, encoding="utf-8", errors="surrogateescape") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_member_names_that_are_not_utf8_are_reported_and_skipped(tmp_path):
+    jpg = [encode_image(f) for f in stamped_frames(0, 0, 6)]
+    long_name = "v0/" + "d" * 120 + "\udcff.jpg"
+    shards = [  # raw 0xff in a ustar name, in a GNU long-name record, in a pax path; good frames around it
+        tar_of([("v0/000000.jpg", jpg[0]), ("v0/\udcff.jpg", jpg[0]), ("v0/000001.jpg", jpg[1])], tarfile.USTAR_FORMAT),
+        tar_of([("v0/000002.jpg", jpg[2]), (long_name, jpg[0]), ("v0/000003.jpg", jpg[3])], tarfile.GNU_FORMAT),
+        tar_of(
+            [("v0/000004.jpg", jpg[4]), ("v0/\u00fc\udcff.jpg", jpg[0]), ("v0/000005.jpg", jpg[5])], tarfile.PAX_FORMAT
+        ),
+    ]
+    frames, _, errors = run(shards, tmp_path)
+    assert [(e.kind, e.member) for e in errors] == [
+        (K.unsafe_member_name, "v0/\\xff.jpg"),
+        (K.unsafe_member_name, "v0/" + "d" * 120 + "\\xff.jpg"),
+        (K.unsafe_member_name, "v0/\u00fc\\xff.jpg"),
+    ]
+    assert "UTF-8" in errors[0].message and "UTF-8" in errors[0].hint
+    assert frames == {"v0": frames_of(0, range(6))}
+    result = build_index([str(tmp_path / "shard-*.tar")], Store())
+    write_table(result.table, str(tmp_path / "index.parquet"), Store())  # both files are written: nothing
+    write_errors(result.errors, str(tmp_path / "index.errors.parquet"), Store())  # holds text Arrow refuses
+    streamed: list[InputError] = []
+    keys = [s.key for s in stream_shard(str(tmp_path / "shard-0.tar"), Store(), streamed.append)]
+    assert keys == ["v0/000000", "v0/000001"] and [(e.kind, e.member) for e in streamed] == [
+        (errors[0].kind, errors[0].member)
+    ]
+
+
+def test_json_values_the_index_cannot_store_are_reported(tmp_path):
+    huge = seg(1, 0)
+    huge["json"] = json.dumps({"video_id": "v1", "segment_index": 2**70}).encode()
+    surrogate = frame_sample("v2", 0, encode_image(stamped_frames(2, 0, 1)[0]))
+    surrogate["json"] = b'{"camera": "front\\udcff"}'  # valid JSON; not text UTF-8 (or Arrow) can hold
+    frames, _, errors = run([[huge, surrogate, *good_video()]], tmp_path)
+    assert sorted((e.kind, e.member) for e in errors) == [
+        (K.bad_metadata, "v1/000000.json"),
+        (K.bad_metadata, "v2/000000.json"),
+    ]
+    assert all("cannot be stored" in e.message for e in errors)
+    assert frames == {"v9": frames_of(9, range(8))}

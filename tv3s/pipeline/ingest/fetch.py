@@ -13,7 +13,7 @@ from itertools import groupby
 
 from ...schemas.errors import ErrorKind, InputError
 from ..storage import StorageError, Store, redact_url
-from .samples import key_of, split_name, unsafe_name
+from .samples import key_of, not_utf8, split_name, unsafe_name
 from .tarscan import ChunkReader, MemberScan
 
 ErrorSink = Callable[[InputError], None]
@@ -81,7 +81,8 @@ class ShardSample:
 def stream_shard(url: str, store: Store, on_error: ErrorSink) -> Iterator[ShardSample]:
     """Every sample of a shard in order, read front to back in large requests.
 
-    Unsafe and extensionless members are reported and skipped; a damaged archive yields
+    Unsafe, non-UTF-8 and extensionless members are reported and skipped (as the index does);
+    a damaged archive yields
     its intact samples and then reports the damage. Whatever else goes wrong parsing the
     shard ends it with one corrupt_member record, as `index_shard` does: a stream over
     many shards goes on with the next.
@@ -112,16 +113,17 @@ def _stream_samples(url: str, safe_url: str, store: Store, on_error: ErrorSink) 
     named = ((m, split_name(m.name)) for m in scan if m.regular)
     for key, group in groupby(named, key=lambda pair: pair[1][0] if pair[1] else None):
         members = list(group)
-        if key is None or any(unsafe_name(m.name) for m, _ in members):
+        if key is None or any(unsafe_name(m.name) or not_utf8(m.name) for m, _ in members):
             for m, _ in members:
+                unsafe = unsafe_name(m.name) or not_utf8(m.name)
                 on_error(
                     InputError(
-                        kind=ErrorKind.unsafe_member_name if unsafe_name(m.name) else ErrorKind.unknown_member,
+                        kind=ErrorKind.unsafe_member_name if unsafe else ErrorKind.unknown_member,
                         stage="read",
                         url=safe_url,
                         member=m.name,
-                        message="member skipped: its name is unsafe or has no extension",
-                        hint="re-pack with relative member names KEY.ext",
+                        message="member skipped: its name is unsafe, not UTF-8, or has no extension",
+                        hint="re-pack with relative UTF-8 member names KEY.ext",
                     )
                 )
             continue
