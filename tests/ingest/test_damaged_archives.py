@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from PIL import Image
 
 from tv3s.pipeline.ingest import fetch as fetch_module
@@ -138,6 +139,38 @@ def test_truncated_tar(tmp_path):
     e = errors[0]
     assert e.stage == "index" and e.member == "v0/000002.mp4" and "re-upload" in e.hint
     assert frames["v0"] == frames_of(0, range(8)) and frames["v9"] == frames_of(9, range(8))
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "no end-of-archive blocks",
+        "inside the end-of-archive blocks",
+        "inside the next pax header",
+        "inside its records",
+        "inside the next ustar header",
+    ],
+)
+def test_a_tar_cut_between_members_keeps_every_complete_sample(tmp_path, where):
+    data = tar_bytes([seg(0, 0), seg(0, 1), seg(0, 2)])
+    members = list(tarfile.open(fileobj=io.BytesIO(data)))
+    end = members[-1].offset_data + -(-members[-1].size // 512) * 512
+    third = next(m for m in members if m.name == "v0/000002.json")  # webdataset puts a pax header before each
+    cut = {
+        "no end-of-archive blocks": end,
+        "inside the end-of-archive blocks": end + 300,
+        "inside the next pax header": third.offset + 100,
+        "inside its records": third.offset + 520,
+        "inside the next ustar header": third.offset_data - 100,
+    }[where]
+    complete = 3 if cut >= end else 2
+    frames, _, errors = run([data[:cut], good_video()], tmp_path)
+    e = only(errors, K.truncated_tar)
+    assert e.member is None and f"after member v0/{complete - 1:06d}.mp4" in e.message  # no member was cut
+    assert frames["v0"] == frames_of(0, range(4 * complete)) and frames["v9"] == frames_of(9, range(8))
+    streamed: list[InputError] = []
+    keys = [s.key for s in stream_shard(str(tmp_path / "shard-0.tar"), Store(), streamed.append)]
+    assert keys == [f"v0/{i:06d}" for i in range(complete)] and [e.kind for e in streamed] == [K.truncated_tar]
 
 
 def test_empty_shards(tmp_path):

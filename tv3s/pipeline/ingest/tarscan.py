@@ -27,6 +27,7 @@ from ...schemas.errors import ErrorKind
 BLOCK = 512
 FILE_TYPES = frozenset({b"0", b"\x00", b"7"})
 SKIPPED_TYPES = frozenset({b"5", b"g", b"K"})  # directories, pax globals, GNU long link names
+EXTENDED_TYPES = frozenset({b"L", b"x"})  # GNU long name, pax header: they name or size the next member
 EXTENDED_MAX = 1 << 20  # bytes of one GNU long-name or pax header: more is a corrupt size field, not a name
 PAX_LENGTH = re.compile(rb"(\d{1,19}) ")  # 19 digits hold any 64-bit size; int() refuses past 4300
 DIGITS = re.compile(rb"\d{1,19}")
@@ -44,7 +45,11 @@ class TarMember:
 
 
 class TarDefect(Exception):
-    """The archive is damaged at `offset`; members before it were yielded and are intact."""
+    """The archive is damaged at `offset`; members before it were yielded and are intact.
+
+    `member` is the member the damage cut through (its sample is lost with it), None when
+    the damage fell between members.
+    """
 
     def __init__(self, kind: ErrorKind, offset: int, message: str, member: str | None = None):
         super().__init__(message)
@@ -100,48 +105,63 @@ def parse_header(block: bytes, offset: int) -> Header | None:
 
 
 def iter_members(read_at: Callable[[int, int], bytes], size: int) -> Iterator[TarMember]:
-    """Every member in archive order; raises TarDefect after the last intact one if damaged."""
+    """Every member in archive order; raises TarDefect after the last intact one if damaged.
+
+    The defect's `member` is the member the damage cut through, when one was: an archive
+    that ends between members (without its end-of-archive blocks, or inside a header)
+    loses no member before it, so no sample before it is cut either. Damage to a header
+    after a long-name or pax record loses the member that record named.
+    """
     offset, pending_name, pending_size = 0, None, None
     last = None
     while True:
-        block = read_at(offset, BLOCK)
-        if not block:
-            raise TarDefect(
-                ErrorKind.truncated_tar,
-                offset,
-                f"the archive ends at byte {offset} without its end-of-archive blocks"
-                + (f" (after member {last})" if last else "")
-                + "; it was probably cut short",
-                last,
-            )
-        if len(block) < BLOCK:
-            raise TarDefect(ErrorKind.truncated_tar, offset, f"the archive ends inside a header at byte {offset}", last)
-        header = parse_header(block, offset)
-        if header is None:
-            return
-        data = offset + BLOCK
-        member_size = pending_size if pending_size is not None else header.size
-        if data + member_size > size:
-            name = pending_name or header.name
-            raise TarDefect(
-                ErrorKind.truncated_tar,
-                offset,
-                f"the archive ends inside member {name} ({size - data} of {member_size} bytes present)",
-                name,
-            )
-        if header.typeflag == b"L":
-            pending_name = _text(_extended(read_at, data, member_size, offset))
-        elif header.typeflag == b"x":
-            path, pax_size = _pax(_extended(read_at, data, member_size, offset), offset)
-            pending_name = path if path is not None else pending_name
-            pending_size = pax_size if pax_size is not None else pending_size
-        elif header.typeflag in SKIPPED_TYPES:
+        try:
+            block = read_at(offset, BLOCK)
+            if len(block) < BLOCK:
+                if not block:
+                    raise _cut_short(offset, "without its end-of-archive blocks", last)
+                raise _cut_short(
+                    offset, "inside its end-of-archive blocks" if not any(block) else "inside the header", last
+                )
+            header = parse_header(block, offset)
+            if header is None:
+                return
+            data = offset + BLOCK
+            member_size = pending_size if pending_size is not None else header.size
+            if data + member_size > size:
+                if header.typeflag in EXTENDED_TYPES:
+                    raise _cut_short(offset, "inside the long-name or pax header", last)
+                name = pending_name or header.name
+                raise TarDefect(
+                    ErrorKind.truncated_tar,
+                    offset,
+                    f"the archive ends inside member {name} ({size - data} of {member_size} bytes present)",
+                    name,
+                )
+            if header.typeflag == b"L":
+                pending_name = _text(_extended(read_at, data, member_size, offset))
+            elif header.typeflag == b"x":
+                path, pax_size = _pax(_extended(read_at, data, member_size, offset), offset)
+                pending_name = path if path is not None else pending_name
+                pending_size = pax_size if pax_size is not None else pending_size
+        except TarDefect as defect:
+            defect.member = defect.member or pending_name
+            raise
+        if header.typeflag in SKIPPED_TYPES:
             pending_name = pending_size = None
-        else:
+        elif header.typeflag not in EXTENDED_TYPES:
             last = pending_name or header.name
             yield TarMember(last, data, member_size, header.typeflag in FILE_TYPES)
             pending_name = pending_size = None
         offset = data + -(-member_size // BLOCK) * BLOCK
+
+
+def _cut_short(offset: int, where: str, last: str | None) -> TarDefect:
+    """The archive ends between members: none is cut (but one a long-name or pax record announced)."""
+    after = f" (after member {last})" if last else ""
+    return TarDefect(
+        ErrorKind.truncated_tar, offset, f"the archive ends {where} at byte {offset}{after}; it was probably cut short"
+    )
 
 
 class MemberScan:
