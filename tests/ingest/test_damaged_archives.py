@@ -8,14 +8,19 @@ where frames are missing or the size changes.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
+import lzma
 import tarfile
+import zipfile
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -171,6 +176,45 @@ def test_a_tar_cut_between_members_keeps_every_complete_sample(tmp_path, where):
     streamed: list[InputError] = []
     keys = [s.key for s in stream_shard(str(tmp_path / "shard-0.tar"), Store(), streamed.append)]
     assert keys == [f"v0/{i:06d}" for i in range(complete)] and [e.kind for e in streamed] == [K.truncated_tar]
+
+
+def zipped(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("shard.tar", data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "what, compress, tool",
+    [
+        ("gzip-compressed", gzip.compress, "gunzip"),
+        ("zstd-compressed", lambda data: pa.compress(data, "zstd", asbytes=True), "unzstd"),
+        ("bzip2-compressed", bz2.compress, "bunzip2"),
+        ("xz-compressed", lzma.compress, "unxz"),
+        ("zip archive", zipped, "unzip"),
+    ],
+    ids=["gzip", "zstd", "bzip2", "xz", "zip"],
+)
+def test_a_compressed_shard_is_named_as_such(tmp_path, what, compress, tool):
+    small = compress(raw_tar([("README.md", b"# shards")]))  # shorter than one tar block
+    frames, _, errors = run([compress(tar_bytes([seg(0, 0)])), small, good_video()], tmp_path)
+    assert len(small) < 512 and [(e.kind, e.url.rsplit("/", 1)[1]) for e in errors] == [
+        (K.corrupt_member, "shard-0.tar"),
+        (K.corrupt_member, "shard-1.tar"),
+    ]
+    for e in errors:
+        assert f"this is a {what} " in e.message and "tv3s reads uncompressed tar shards" in e.message, e
+        assert tool in e.message and "not a tar" not in e.message
+    assert frames == {"v9": frames_of(9, range(8))}
+    streamed: list[InputError] = []
+    assert list(stream_shard(str(tmp_path / "shard-0.tar"), Store(), streamed.append)) == []
+    assert [e.message for e in streamed] == [errors[0].message]
+
+
+def test_a_tar_whose_first_name_looks_like_compression_magic_is_read_as_a_tar(tmp_path):
+    frames, _, errors = run([[seg(0, 0) | {"__key__": "BZh/000000"}, *good_video()]], tmp_path)
+    assert errors == [] and set(frames) == {"v0", "v9"}
 
 
 def test_empty_shards(tmp_path):

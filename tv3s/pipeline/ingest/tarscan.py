@@ -32,6 +32,13 @@ EXTENDED_MAX = 1 << 20  # bytes of one GNU long-name or pax header: more is a co
 PAX_LENGTH = re.compile(rb"(\d{1,19}) ")  # 19 digits hold any 64-bit size; int() refuses past 4300
 DIGITS = re.compile(rb"\d{1,19}")
 OCTAL = re.compile(rb"[0-7]+")
+COMPRESSED = (  # magic bytes a compressed file starts with: what it is, and what undoes it
+    (b"\x1f\x8b", "gzip-compressed file", "gunzip it"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed file", "unzstd it"),
+    (b"BZh", "bzip2-compressed file", "bunzip2 it"),
+    (b"\xfd7zXZ\x00", "xz-compressed file", "unxz it"),
+    (b"PK\x03\x04", "zip archive", "unzip it and tar the files"),
+)
 
 
 @dataclass(frozen=True)
@@ -94,10 +101,10 @@ def parse_header(block: bytes, offset: int) -> Header | None:
     unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
     signed = unsigned - sum(b for b in block[:148] + block[156:] if b > 127) * 2  # old tars summed signed chars
     if stored not in (unsigned, signed):
-        raise _corrupt_header(offset, "bad checksum")
+        raise _corrupt_header(block, offset, "bad checksum")
     size = _number(block[124:136])
     if size is None:
-        raise _corrupt_header(offset, "its size field is not an octal number")
+        raise _corrupt_header(block, offset, "its size field is not an octal number")
     name = _text(block[0:100])
     if block[257:262] == b"ustar" and block[345] and block[156:157] not in (b"L", b"K"):
         name = _text(block[345:500]) + "/" + name
@@ -118,6 +125,8 @@ def iter_members(read_at: Callable[[int, int], bytes], size: int) -> Iterator[Ta
         try:
             block = read_at(offset, BLOCK)
             if len(block) < BLOCK:
+                if offset == 0 and (compressed := _compressed(block)):
+                    raise TarDefect(ErrorKind.corrupt_member, 0, compressed)
                 if not block:
                     raise _cut_short(offset, "without its end-of-archive blocks", last)
                 raise _cut_short(
@@ -210,14 +219,27 @@ def _number(raw: bytes) -> int | None:
     return int(text, 8) if OCTAL.fullmatch(text) else None
 
 
-def _corrupt_header(offset: int, what: str) -> TarDefect:
+def _corrupt_header(block: bytes, offset: int, what: str) -> TarDefect:
+    """Damage in a header; at byte 0 the file is no tar at all, and a compressed one is named."""
+    if offset == 0:
+        return TarDefect(ErrorKind.corrupt_member, 0, _compressed(block) or "not a tar archive")
     return TarDefect(
         ErrorKind.corrupt_member,
         offset,
-        "not a tar archive"
-        if offset == 0
-        else f"the tar header at byte {offset} is corrupt ({what}); nothing after it can be located",
+        f"the tar header at byte {offset} is corrupt ({what}); nothing after it can be located",
     )
+
+
+def _compressed(head: bytes) -> str | None:
+    """What a file that starts with `head` is, when its magic bytes name a compressed format.
+
+    Asked only when the first block is no tar header, so a member name that happens to
+    start like a magic number ('BZh...') is never mistaken for one.
+    """
+    for magic, what, undo in COMPRESSED:
+        if head.startswith(magic):
+            return f"this is a {what} ({magic.hex(' ')}); tv3s reads uncompressed tar shards: {undo} or re-pack"
+    return None
 
 
 def _extended(read_at: Callable[[int, int], bytes], data: int, size: int, offset: int) -> bytes:
