@@ -27,6 +27,7 @@ from PIL import Image
 from tv3s.pipeline.ingest import fetch as fetch_module
 from tv3s.pipeline.ingest import index as index_module
 from tv3s.pipeline.ingest.chunks import iter_videos
+from tv3s.pipeline.ingest.decode import DecodeError, decode_image
 from tv3s.pipeline.ingest.fetch import stream_shard
 from tv3s.pipeline.ingest.index import build_index, plan_videos, write_errors, write_table
 from tv3s.pipeline.ingest.resize import ResizeRule
@@ -316,6 +317,42 @@ def test_grayscale_rgba_and_16_bit_frames_are_converted_and_reported(tmp_path):
     assert [(e.kind, e.frame_index) for e in errors] == [(K.bad_image_format, i) for i in (1, 3, 4, 5)]
     assert [e.message.split(" (")[0][10:] for e in errors] == ["mode L", "mode RGBA", "mode I;16", "mode P"]
     assert frames["v0"] == frames_of(0, range(6)) and resets["v0"] == [0]  # converted: nothing missing
+
+
+def png16(pixels: np.ndarray, pix_fmt: str) -> bytes:
+    """A PNG of 16 bits per channel from uint16 [H, W, C] (C = 1: grey with alpha; 3: RGB; 4: RGBA),
+    written by FFmpeg's PNG encoder: Pillow cannot write 16-bit colour."""
+    source = {1: "gray16le", 3: "rgb48le", 4: "rgba64le"}[pixels.shape[2]]
+    frame = av.VideoFrame.from_ndarray(pixels[..., 0] if source == "gray16le" else pixels, format=source)
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = pixels.shape[1], pixels.shape[0], pix_fmt
+    return b"".join(bytes(p) for p in [*codec.encode(frame.reformat(format=pix_fmt)), *codec.encode(None)])
+
+
+@pytest.mark.parametrize(
+    "channels, pix_fmt, mode", [(3, "rgb48be", "RGB;16"), (4, "rgba64be", "RGBA;16"), (1, "ya16be", "LA;16")]
+)
+def test_16_bit_colour_frames_are_scaled_by_1_257_and_reported(tmp_path, channels, pix_fmt, mode):
+    wide = np.random.default_rng(7).integers(0, 65536, (96, 128, channels), dtype=np.uint16)
+    image = decode_image(png16(wide, pix_fmt))
+    expected = ((wide[..., :3].astype(np.uint32) + 128) // 257).astype(np.uint8)  # the 1/257 rule, rounded
+    assert image.converted_from == mode
+    assert np.array_equal(image.rgb, np.broadcast_to(expected, (96, 128, 3)))  # not Pillow's high bytes
+    stamped = stamped_frames(0, 0, 3).astype(np.uint16) * 257  # exact in 16 bits: the stamps survive
+    opaque = np.full((3, 96, 128, 1), 65535, np.uint16)
+    pixels = {1: stamped[..., :1], 3: stamped, 4: np.concatenate([stamped, opaque], axis=3)}[channels]
+    pngs = [png16(p, pix_fmt) for p in pixels]
+    frames, resets, errors = run([[frame_sample("v0", i, d, "png") for i, d in enumerate(pngs)]], tmp_path)
+    e = only(errors, K.bad_image_format)
+    assert e.frame_index == 0 and f"mode {mode} " in e.message  # once per video and mode
+    assert frames["v0"] == frames_of(0, range(3)) and resets["v0"] == [0]
+
+
+def test_an_unreadable_image_is_described_without_python_object_reprs():
+    with pytest.raises(DecodeError) as info:
+        decode_image(b"this is a text file, not a JPEG")
+    assert "object at 0x" not in str(info.value) and "<" not in str(info.value)
+    assert str(info.value) == "not a readable image (cannot identify the image format: PNG/JPEG expected)"
 
 
 def test_non_image_members(tmp_path):
