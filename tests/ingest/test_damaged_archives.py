@@ -409,6 +409,15 @@ def test_bad_json(tmp_path):
     assert set(frames) == {"v9"} and frames["v9"] == frames_of(9, range(8))
 
 
+def test_json_nested_too_deep_to_parse_costs_only_its_sample(tmp_path):
+    deep = seg(1, 0)
+    deep["json"] = b"[" * 100_000  # json.loads raises RecursionError, not JSONDecodeError
+    frames, _, errors = run([[deep, *good_video()]], tmp_path)
+    e = only(errors, K.bad_metadata)
+    assert e.member == "v1/000000.json" and "does not parse" in e.message
+    assert frames == {"v9": frames_of(9, range(8))}
+
+
 def test_frame_without_json_or_matching_key(tmp_path):
     samples = [frame_sample("v0", i, encode_image(stamped_frames(0, i, 1)[0])) for i in range(3)]
     samples.append({"__key__": "loose-frame", "jpg": samples[0]["jpg"]})

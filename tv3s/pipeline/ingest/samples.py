@@ -112,7 +112,7 @@ def key_regex(pattern: str) -> re.Pattern[str]:
 def parse_json(data: bytes) -> dict:
     try:
         meta = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise SampleError(
             ErrorKind.bad_metadata,
             f"the json does not parse ({exc})",
