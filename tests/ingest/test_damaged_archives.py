@@ -395,6 +395,24 @@ def test_duplicate_keys(tmp_path):
     assert frames["v0"] == frames_of(0, range(12)) and resets["v0"] == [0]
 
 
+def test_a_member_repeated_inside_a_sample_is_reported_and_the_first_kept(tmp_path):
+    jpg = [encode_image(f) for f in stamped_frames(0, 0, 2)]
+    meta = json.dumps({"video_id": "v0", "frame_index": 0}).encode()
+    repeated = [
+        ("v0/000000.jpg", jpg[0]),
+        ("v0/000000.json", meta),
+        ("v0/000000.jpg", jpg[1]),
+        ("v0/000000.json", b"{}"),
+    ]
+    frames, _, errors = run([raw_tar([*repeated, ("v0/000001.jpg", jpg[1])])], tmp_path)
+    reported = [(K.duplicate_key, "v0/000000.jpg"), (K.duplicate_key, "v0/000000.json")]
+    assert sorted((e.kind, e.member) for e in errors) == reported
+    assert frames["v0"] == frames_of(0, range(2))
+    streamed: list[InputError] = []
+    got = list(stream_shard(str(tmp_path / "shard-0.tar"), Store(), streamed.append))
+    assert got[0].members == {"jpg": jpg[0], "json": meta} and [(e.kind, e.member) for e in streamed] == reported
+
+
 def test_bad_json(tmp_path):
     broken = seg(1, 0)
     broken["json"] = b'{"video_id": "v1", "segment_index": '

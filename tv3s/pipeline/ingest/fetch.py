@@ -14,7 +14,7 @@ from itertools import groupby
 from ...schemas.errors import ErrorKind, InputError
 from ..storage import StorageError, Store, redact_url
 from .samples import key_of, not_utf8, split_name, unsafe_name
-from .tarscan import ChunkReader, MemberScan
+from .tarscan import ChunkReader, MemberScan, TarMember
 
 ErrorSink = Callable[[InputError], None]
 STREAM_CHUNK = 8 << 20
@@ -129,7 +129,7 @@ def _stream_samples(url: str, safe_url: str, store: Store, on_error: ErrorSink) 
             continue
         if scan.cut_through(key, key_of):
             break  # reported below with the damage
-        yield ShardSample(key, {ext: reader.read_at(m.offset, m.size) for m, (_, ext) in members})
+        yield ShardSample(key, _first_of_each_extension(key, members, reader, safe_url, on_error))
     if scan.defect is not None:
         on_error(
             InputError(
@@ -141,3 +141,25 @@ def _stream_samples(url: str, safe_url: str, store: Store, on_error: ErrorSink) 
                 hint="re-upload or re-create the shard; the samples before the damage were read",
             )
         )
+
+
+def _first_of_each_extension(
+    key: str, members: list[tuple[TarMember, tuple[str, str]]], reader: ChunkReader, safe_url: str, on_error: ErrorSink
+) -> dict[str, bytes]:
+    """{extension: bytes} of one sample; a repeated extension is reported and the first kept, as the index keeps it."""
+    out: dict[str, bytes] = {}
+    for m, (_, ext) in members:
+        if ext in out:
+            on_error(
+                InputError(
+                    kind=ErrorKind.duplicate_key,
+                    stage="read",
+                    url=safe_url,
+                    member=m.name,
+                    message=f"sample {key!r} has more than one .{ext} member; only the first is used",
+                    hint="one member per extension and sample key",
+                )
+            )
+        else:
+            out[ext] = reader.read_at(m.offset, m.size)
+    return out

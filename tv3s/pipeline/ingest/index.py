@@ -229,6 +229,13 @@ def _sample_row(key: str, group: list[TarMember], reader: ChunkReader, key_patte
         ext = split_name(m.name)[1]
         if ext == META_EXT and meta is None:
             meta = m
+        elif ext == META_EXT:
+            error(
+                ErrorKind.duplicate_key,
+                f"sample {key!r} has more than one json member; only {meta.name} is used",
+                "one json member per sample key",
+                m.name,
+            )
         elif media_kind(ext) is not None:
             media.append(m)
         else:
