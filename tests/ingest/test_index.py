@@ -15,7 +15,7 @@ from tv3s.pipeline.storage import Store
 from tv3s.schemas.errors import ErrorKind
 from tv3s.schemas.index import INDEX_SCHEMA, INDEX_VERSION
 
-from ..support.datagen import frame_sample, segment_sample, tar_bytes, write_shard
+from ..support.datagen import frame_sample, pax_record, segment_sample, tar_bytes, write_shard
 
 
 def scan(data: bytes, chunk: int = 1 << 20):
@@ -206,15 +206,6 @@ def tar_with(*members: tuple[str, bytes, bytes]) -> bytes:
             info.type, info.size = typeflag, len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
-
-
-def pax_record(body: bytes, end: bytes = b"\n") -> bytes:
-    """One well-formed 'LEN key=value\\n' record (LEN counts itself)."""
-    rest = b" " + body + end
-    length = len(rest) + 1
-    while length != len(rest) + len(str(length)):  # the digits count themselves (tarfile's loop)
-        length = len(rest) + len(str(length))
-    return str(length).encode() + rest
 
 
 @pytest.mark.timeout(10, method="signal")
