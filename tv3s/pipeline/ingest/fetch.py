@@ -81,11 +81,10 @@ class ShardSample:
 def stream_shard(url: str, store: Store, on_error: ErrorSink) -> Iterator[ShardSample]:
     """Every sample of a shard in order, read front to back in large requests.
 
-    Unsafe, non-UTF-8 and extensionless members are reported and skipped (as the index does);
-    a damaged archive yields
-    its intact samples and then reports the damage. Whatever else goes wrong parsing the
-    shard ends it with one corrupt_member record, as `index_shard` does: a stream over
-    many shards goes on with the next.
+    Unsafe, non-UTF-8 and extensionless members are reported and skipped (as the index
+    does); a damaged archive yields its intact samples and then reports the damage.
+    Whatever else goes wrong parsing the shard ends it with one corrupt_member record, as
+    `index_shard` does: a stream over many shards goes on with the next.
     """
     safe_url = redact_url(url)
     try:

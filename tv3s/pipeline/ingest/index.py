@@ -47,7 +47,7 @@ UNSTORABLE = (pa.ArrowException, OverflowError, UnicodeEncodeError)  # what Arro
 
 @dataclass
 class ShardIndex:
-    """What one shard contributed: index rows in shard order, error records, member count."""
+    """What one shard contributed: its index rows (a table, in shard order), error records, member count."""
 
     table: pa.Table = field(default_factory=INDEX_SCHEMA.empty_table)
     errors: list[InputError] = field(default_factory=list)
