@@ -8,18 +8,28 @@ where frames are missing or the size changes.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
+import lzma
 import tarfile
+import zipfile
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow as pa
+import pytest
 from PIL import Image
 
+from tv3s.pipeline.ingest import fetch as fetch_module
+from tv3s.pipeline.ingest import index as index_module
 from tv3s.pipeline.ingest.chunks import iter_videos
-from tv3s.pipeline.ingest.index import build_index, plan_videos
+from tv3s.pipeline.ingest.decode import DecodeError, decode_image
+from tv3s.pipeline.ingest.fetch import stream_shard
+from tv3s.pipeline.ingest.index import build_index, plan_videos, write_errors, write_table
 from tv3s.pipeline.ingest.resize import ResizeRule
 from tv3s.pipeline.storage import RetryPolicy, Store
 from tv3s.schemas.errors import ErrorKind, InputError
@@ -137,6 +147,77 @@ def test_truncated_tar(tmp_path):
     assert frames["v0"] == frames_of(0, range(8)) and frames["v9"] == frames_of(9, range(8))
 
 
+@pytest.mark.parametrize(
+    "where",
+    [
+        "no end-of-archive blocks",
+        "inside the end-of-archive blocks",
+        "inside the next pax header",
+        "inside its records",
+        "inside the next ustar header",
+    ],
+)
+def test_a_tar_cut_between_members_keeps_every_complete_sample(tmp_path, where):
+    data = tar_bytes([seg(0, 0), seg(0, 1), seg(0, 2)])
+    members = list(tarfile.open(fileobj=io.BytesIO(data)))
+    end = members[-1].offset_data + -(-members[-1].size // 512) * 512
+    third = next(m for m in members if m.name == "v0/000002.json")  # webdataset puts a pax header before each
+    cut = {
+        "no end-of-archive blocks": end,
+        "inside the end-of-archive blocks": end + 300,
+        "inside the next pax header": third.offset + 100,
+        "inside its records": third.offset + 520,
+        "inside the next ustar header": third.offset_data - 100,
+    }[where]
+    complete = 3 if cut >= end else 2
+    frames, _, errors = run([data[:cut], good_video()], tmp_path)
+    e = only(errors, K.truncated_tar)
+    assert e.member is None and f"after member v0/{complete - 1:06d}.mp4" in e.message  # no member was cut
+    assert frames["v0"] == frames_of(0, range(4 * complete)) and frames["v9"] == frames_of(9, range(8))
+    streamed: list[InputError] = []
+    keys = [s.key for s in stream_shard(str(tmp_path / "shard-0.tar"), Store(), streamed.append)]
+    assert keys == [f"v0/{i:06d}" for i in range(complete)] and [e.kind for e in streamed] == [K.truncated_tar]
+
+
+def zipped(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("shard.tar", data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "what, compress, tool",
+    [
+        ("gzip-compressed", gzip.compress, "gunzip"),
+        ("zstd-compressed", lambda data: pa.compress(data, "zstd", asbytes=True), "unzstd"),
+        ("bzip2-compressed", bz2.compress, "bunzip2"),
+        ("xz-compressed", lzma.compress, "unxz"),
+        ("zip archive", zipped, "unzip"),
+    ],
+    ids=["gzip", "zstd", "bzip2", "xz", "zip"],
+)
+def test_a_compressed_shard_is_named_as_such(tmp_path, what, compress, tool):
+    small = compress(raw_tar([("README.md", b"# shards")]))  # shorter than one tar block
+    frames, _, errors = run([compress(tar_bytes([seg(0, 0)])), small, good_video()], tmp_path)
+    assert len(small) < 512 and [(e.kind, e.url.rsplit("/", 1)[1]) for e in errors] == [
+        (K.corrupt_member, "shard-0.tar"),
+        (K.corrupt_member, "shard-1.tar"),
+    ]
+    for e in errors:
+        assert f"this is a {what} " in e.message and "tv3s reads uncompressed tar shards" in e.message, e
+        assert tool in e.message and "not a tar" not in e.message
+    assert frames == {"v9": frames_of(9, range(8))}
+    streamed: list[InputError] = []
+    assert list(stream_shard(str(tmp_path / "shard-0.tar"), Store(), streamed.append)) == []
+    assert [e.message for e in streamed] == [errors[0].message]
+
+
+def test_a_tar_whose_first_name_looks_like_compression_magic_is_read_as_a_tar(tmp_path):
+    frames, _, errors = run([[seg(0, 0) | {"__key__": "BZh/000000"}, *good_video()]], tmp_path)
+    assert errors == [] and set(frames) == {"v0", "v9"}
+
+
 def test_empty_shards(tmp_path):
     end_marker_only = raw_tar([])
     frames, _, errors = run([b"", end_marker_only, good_video()], tmp_path)
@@ -238,6 +319,42 @@ def test_grayscale_rgba_and_16_bit_frames_are_converted_and_reported(tmp_path):
     assert frames["v0"] == frames_of(0, range(6)) and resets["v0"] == [0]  # converted: nothing missing
 
 
+def png16(pixels: np.ndarray, pix_fmt: str) -> bytes:
+    """A PNG of 16 bits per channel from uint16 [H, W, C] (C = 1: grey with alpha; 3: RGB; 4: RGBA),
+    written by FFmpeg's PNG encoder: Pillow cannot write 16-bit colour."""
+    source = {1: "gray16le", 3: "rgb48le", 4: "rgba64le"}[pixels.shape[2]]
+    frame = av.VideoFrame.from_ndarray(pixels[..., 0] if source == "gray16le" else pixels, format=source)
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = pixels.shape[1], pixels.shape[0], pix_fmt
+    return b"".join(bytes(p) for p in [*codec.encode(frame.reformat(format=pix_fmt)), *codec.encode(None)])
+
+
+@pytest.mark.parametrize(
+    "channels, pix_fmt, mode", [(3, "rgb48be", "RGB;16"), (4, "rgba64be", "RGBA;16"), (1, "ya16be", "LA;16")]
+)
+def test_16_bit_colour_frames_are_scaled_by_1_257_and_reported(tmp_path, channels, pix_fmt, mode):
+    wide = np.random.default_rng(7).integers(0, 65536, (96, 128, channels), dtype=np.uint16)
+    image = decode_image(png16(wide, pix_fmt))
+    expected = ((wide[..., :3].astype(np.uint32) + 128) // 257).astype(np.uint8)  # the 1/257 rule, rounded
+    assert image.converted_from == mode
+    assert np.array_equal(image.rgb, np.broadcast_to(expected, (96, 128, 3)))  # not Pillow's high bytes
+    stamped = stamped_frames(0, 0, 3).astype(np.uint16) * 257  # exact in 16 bits: the stamps survive
+    opaque = np.full((3, 96, 128, 1), 65535, np.uint16)
+    pixels = {1: stamped[..., :1], 3: stamped, 4: np.concatenate([stamped, opaque], axis=3)}[channels]
+    pngs = [png16(p, pix_fmt) for p in pixels]
+    frames, resets, errors = run([[frame_sample("v0", i, d, "png") for i, d in enumerate(pngs)]], tmp_path)
+    e = only(errors, K.bad_image_format)
+    assert e.frame_index == 0 and f"mode {mode} " in e.message  # once per video and mode
+    assert frames["v0"] == frames_of(0, range(3)) and resets["v0"] == [0]
+
+
+def test_an_unreadable_image_is_described_without_python_object_reprs():
+    with pytest.raises(DecodeError) as info:
+        decode_image(b"this is a text file, not a JPEG")
+    assert "object at 0x" not in str(info.value) and "<" not in str(info.value)
+    assert str(info.value) == "not a readable image (cannot identify the image format: PNG/JPEG expected)"
+
+
 def test_non_image_members(tmp_path):
     samples = [frame_sample("v0", i, encode_image(stamped_frames(0, i, 1)[0])) for i in range(5)]
     samples[1] = frame_sample("v0", 1, b"this is a text file, not a JPEG")
@@ -278,6 +395,24 @@ def test_duplicate_keys(tmp_path):
     assert frames["v0"] == frames_of(0, range(12)) and resets["v0"] == [0]
 
 
+def test_a_member_repeated_inside_a_sample_is_reported_and_the_first_kept(tmp_path):
+    jpg = [encode_image(f) for f in stamped_frames(0, 0, 2)]
+    meta = json.dumps({"video_id": "v0", "frame_index": 0}).encode()
+    repeated = [
+        ("v0/000000.jpg", jpg[0]),
+        ("v0/000000.json", meta),
+        ("v0/000000.jpg", jpg[1]),
+        ("v0/000000.json", b"{}"),
+    ]
+    frames, _, errors = run([raw_tar([*repeated, ("v0/000001.jpg", jpg[1])])], tmp_path)
+    reported = [(K.duplicate_key, "v0/000000.jpg"), (K.duplicate_key, "v0/000000.json")]
+    assert sorted((e.kind, e.member) for e in errors) == reported
+    assert frames["v0"] == frames_of(0, range(2))
+    streamed: list[InputError] = []
+    got = list(stream_shard(str(tmp_path / "shard-0.tar"), Store(), streamed.append))
+    assert got[0].members == {"jpg": jpg[0], "json": meta} and [(e.kind, e.member) for e in streamed] == reported
+
+
 def test_bad_json(tmp_path):
     broken = seg(1, 0)
     broken["json"] = b'{"video_id": "v1", "segment_index": '
@@ -290,6 +425,15 @@ def test_bad_json(tmp_path):
     assert "does not parse" in errors[0].message and "video_id" in errors[1].message
     assert "segment_index" in errors[2].message and errors[0].member == "v1/000000.json"
     assert set(frames) == {"v9"} and frames["v9"] == frames_of(9, range(8))
+
+
+def test_json_nested_too_deep_to_parse_costs_only_its_sample(tmp_path):
+    deep = seg(1, 0)
+    deep["json"] = b"[" * 100_000  # json.loads raises RecursionError, not JSONDecodeError
+    frames, _, errors = run([[deep, *good_video()]], tmp_path)
+    e = only(errors, K.bad_metadata)
+    assert e.member == "v1/000000.json" and "does not parse" in e.message
+    assert frames == {"v9": frames_of(9, range(8))}
 
 
 def test_frame_without_json_or_matching_key(tmp_path):
@@ -345,3 +489,90 @@ def test_shard_lost_after_indexing_is_reported_at_read_time(s3, tmp_path):
     e = only(errors, K.not_found)
     assert (e.stage, e.video_id, e.segment_index) == ("read", "v0", 0)
     assert got == {"v0": frames_of(0, range(4, 8)), "v9": frames_of(9, range(8))}
+
+
+# --- parser failures nobody foresaw ---------------------------------------------------
+
+
+def test_an_unexpected_error_in_one_shard_is_one_record_and_the_other_shards_are_indexed(tmp_path, monkeypatch):
+    real = index_module.identify
+
+    def buggy(key, *args):
+        if key.startswith("v1/"):
+            raise ZeroDivisionError("a parser bug")
+        return real(key, *args)
+
+    monkeypatch.setattr(index_module, "identify", buggy)
+    frames, _, errors = run([[seg(0, 0), seg(1, 0), seg(0, 1)], good_video()], tmp_path)
+    e = only(errors, K.corrupt_member)
+    assert e.stage == "index" and e.url.endswith("shard-0.tar") and e.member is None
+    assert "ZeroDivisionError: a parser bug" in e.message and "re-create" in e.hint
+    assert frames == {"v0": frames_of(0, range(4)), "v9": frames_of(9, range(8))}  # what came before it is kept
+
+
+def test_an_unexpected_error_while_streaming_a_shard_is_one_record(tmp_path, monkeypatch):
+    real = fetch_module.split_name
+    monkeypatch.setattr(fetch_module, "split_name", lambda name: 1 / 0 if name.startswith("v1/") else real(name))
+    path = tmp_path / "s.tar"
+    path.write_bytes(tar_bytes([seg(0, 0), seg(0, 1), seg(1, 0)]))
+    errors: list[InputError] = []
+    got = [s.key for s in stream_shard(str(path), Store(), errors.append)]
+    assert got == ["v0/000000"]  # v0/000001 is lost with the look-ahead that failed
+    assert [(e.kind, e.stage) for e in errors] == [(K.corrupt_member, "read")]
+    assert "ZeroDivisionError: division by zero" in errors[0].message and "re-create" in errors[0].hint
+
+
+# --- names and values the index cannot store ------------------------------------------
+
+
+def tar_of(members: list[tuple[str, bytes]], fmt: int) -> bytes:
+    """A tar in `fmt` whose names may hold raw bytes that are not UTF-8 (written from surrogates)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt, encoding="utf-8", errors="surrogateescape") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_member_names_that_are_not_utf8_are_reported_and_skipped(tmp_path):
+    jpg = [encode_image(f) for f in stamped_frames(0, 0, 6)]
+    long_name = "v0/" + "d" * 120 + "\udcff.jpg"
+    shards = [  # raw 0xff in a ustar name, in a GNU long-name record, in a pax path; good frames around it
+        tar_of([("v0/000000.jpg", jpg[0]), ("v0/\udcff.jpg", jpg[0]), ("v0/000001.jpg", jpg[1])], tarfile.USTAR_FORMAT),
+        tar_of([("v0/000002.jpg", jpg[2]), (long_name, jpg[0]), ("v0/000003.jpg", jpg[3])], tarfile.GNU_FORMAT),
+        tar_of(
+            [("v0/000004.jpg", jpg[4]), ("v0/\u00fc\udcff.jpg", jpg[0]), ("v0/000005.jpg", jpg[5])], tarfile.PAX_FORMAT
+        ),
+    ]
+    frames, _, errors = run(shards, tmp_path)
+    assert [(e.kind, e.member) for e in errors] == [
+        (K.unsafe_member_name, "v0/\\xff.jpg"),
+        (K.unsafe_member_name, "v0/" + "d" * 120 + "\\xff.jpg"),
+        (K.unsafe_member_name, "v0/\u00fc\\xff.jpg"),
+    ]
+    assert "UTF-8" in errors[0].message and "UTF-8" in errors[0].hint
+    assert frames == {"v0": frames_of(0, range(6))}
+    result = build_index([str(tmp_path / "shard-*.tar")], Store())
+    write_table(result.table, str(tmp_path / "index.parquet"), Store())  # both files are written: nothing
+    write_errors(result.errors, str(tmp_path / "index.errors.parquet"), Store())  # holds text Arrow refuses
+    streamed: list[InputError] = []
+    keys = [s.key for s in stream_shard(str(tmp_path / "shard-0.tar"), Store(), streamed.append)]
+    assert keys == ["v0/000000", "v0/000001"] and [(e.kind, e.member) for e in streamed] == [
+        (errors[0].kind, errors[0].member)
+    ]
+
+
+def test_json_values_the_index_cannot_store_are_reported(tmp_path):
+    huge = seg(1, 0)
+    huge["json"] = json.dumps({"video_id": "v1", "segment_index": 2**70}).encode()
+    surrogate = frame_sample("v2", 0, encode_image(stamped_frames(2, 0, 1)[0]))
+    surrogate["json"] = b'{"camera": "front\\udcff"}'  # valid JSON; not text UTF-8 (or Arrow) can hold
+    frames, _, errors = run([[huge, surrogate, *good_video()]], tmp_path)
+    assert sorted((e.kind, e.member) for e in errors) == [
+        (K.bad_metadata, "v1/000000.json"),
+        (K.bad_metadata, "v2/000000.json"),
+    ]
+    assert all("cannot be stored" in e.message for e in errors)
+    assert frames == {"v9": frames_of(9, range(8))}

@@ -10,12 +10,12 @@ import pytest
 
 from tv3s.cli import main
 from tv3s.pipeline.ingest.index import build_index, plan_videos, read_index, write_table
-from tv3s.pipeline.ingest.tarscan import ChunkReader, TarDefect, iter_members
+from tv3s.pipeline.ingest.tarscan import ChunkReader, MemberScan, TarDefect, TarMember, iter_members
 from tv3s.pipeline.storage import Store
 from tv3s.schemas.errors import ErrorKind
 from tv3s.schemas.index import INDEX_SCHEMA, INDEX_VERSION
 
-from ..support.datagen import frame_sample, segment_sample, tar_bytes, write_shard
+from ..support.datagen import frame_sample, pax_record, segment_sample, tar_bytes, write_shard
 
 
 def scan(data: bytes, chunk: int = 1 << 20):
@@ -175,3 +175,91 @@ def test_index_command(tmp_path, capsys):
     errors = pq.read_table(tmp_path / "out" / "idx.errors.parquet").to_pylist()
     assert [e["kind"] for e in errors] == ["not_found"] and errors[0]["hint"]
     assert main(["index", str(tmp_path / "s-0.tar"), "--out", str(out), "--key-pattern", "{x}"]) == 2
+
+
+# --- hostile headers: every scan ends, with the intact members and one TarDefect -------
+
+
+def bounded_scan(data: bytes, reads: int = 200) -> tuple[list[TarMember], TarDefect | None, int]:
+    """(members, defect, bytes fetched) of a MemberScan over `data`.
+
+    A scan that loops over reads fails here; one that loops without reading is stopped by
+    the tests' timeout marks (pytest-timeout's signal method interrupts a Python loop).
+    """
+    fetched = []
+
+    def read_at(offset: int, n: int) -> bytes:
+        assert len(fetched) < reads, f"the scan did not end within {reads} reads"
+        fetched.append(n)
+        return data[offset : offset + n]
+
+    members_scan = MemberScan(read_at, len(data))
+    return list(members_scan), members_scan.defect, sum(fetched)
+
+
+def tar_with(*members: tuple[str, bytes, bytes]) -> bytes:
+    """A ustar archive of (name, typeflag, data): long-name and pax records written as given."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, typeflag, data in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.size = typeflag, len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.timeout(10, method="signal")
+@pytest.mark.parametrize(
+    "records",
+    [
+        b"0 path=x\n",  # length 0: the next record would start where this one does
+        b"0 ",
+        b"abc path=x\n",  # length not a number
+        b"99 path=x\n",  # length past the data
+        b"1 path=x\n",  # length shorter than its own digits
+        pax_record(b"pathxyz"),  # no '='
+        pax_record(b"path=xyz", end=b";"),  # no newline
+        pax_record(b"size=abc"),  # size not a number
+        pax_record(b"size=-1536"),  # a negative size would step back into the archive
+        pax_record(b"size=" + b"9" * 5000),  # more digits than int() converts
+        b"9" * 5000 + b" path=x\n",
+        pax_record(b"path=k.jpg") + b"\x00" * 3,  # garbage after the records
+    ],
+)
+def test_a_malformed_pax_record_ends_the_scan_with_a_defect(records):
+    data = tar_with(
+        ("a.jpg", tarfile.REGTYPE, b"x" * 10), ("PaxHeader", tarfile.XHDTYPE, records), ("b.jpg", b"0", b"y")
+    )
+    members, defect, _ = bounded_scan(data)
+    assert [m.name for m in members] == ["a.jpg"]
+    assert defect.kind == ErrorKind.corrupt_member and defect.offset == 1024 and "pax" in str(defect)
+
+
+def test_pax_keys_and_names_that_are_not_utf8_do_not_stop_the_scan():
+    records = pax_record(b"\xff\xfe=1") + pax_record(b"path=v/\xff.jpg")
+    data = tar_with(("PaxHeader", tarfile.XHDTYPE, records), ("ignored.jpg", b"0", b"y"), ("b.jpg", b"0", b"z"))
+    members, defect, _ = bounded_scan(data)
+    assert defect is None and [m.name for m in members] == ["v/\udcff.jpg", "b.jpg"]  # as tarfile decodes them
+
+
+@pytest.mark.timeout(10, method="signal")
+@pytest.mark.parametrize("size", [b"-0000003000\x00", b"000000001_0\x00", b"+0000000010\x00"])
+def test_a_size_field_that_is_not_octal_ends_the_scan(size):
+    data = bytearray(tar_with(("a.jpg", b"0", b"x" * 10), ("b.jpg", b"0", b"y" * 10)))
+    header = data[1024:1536]
+    assert len(size) == 12
+    header[124:136] = size
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)  # a valid checksum: only the size is wrong
+    data[1024:1536] = header
+    members, defect, _ = bounded_scan(bytes(data))
+    assert [m.name for m in members] == ["a.jpg"]
+    assert defect.kind == ErrorKind.corrupt_member and "size" in str(defect)
+
+
+@pytest.mark.parametrize("typeflag", [b"L", tarfile.XHDTYPE])
+def test_an_extended_header_of_unbelievable_size_is_not_fetched(typeflag):
+    data = tar_with(("a.jpg", b"0", b"x"), ("././@LongLink", typeflag, bytes(3 << 20)), ("b.jpg", b"0", b"y"))
+    members, defect, fetched = bounded_scan(data)
+    assert [m.name for m in members] == ["a.jpg"] and defect.kind == ErrorKind.corrupt_member
+    assert fetched < 64 << 10  # the 3 MiB record was never read into memory

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -86,6 +87,30 @@ def frame_sample(video_id: str, index: int, data: bytes, ext: str = "jpg") -> di
 def tar_bytes(samples: list[dict]) -> bytes:
     """A real WebDataset shard (webdataset's TarWriter) holding `samples`, as bytes."""
     return tar_shard(samples)
+
+
+def tar_in_format(samples: list[dict], fmt: int) -> bytes:
+    """A shard of `samples` written by tarfile in `fmt`, members in webdataset's order (sorted
+    extensions): PAX_FORMAT writes pax path records for long or non-ASCII names, GNU_FORMAT
+    'L' long-name records for long ones."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for sample in samples:
+            for ext in sorted(k for k in sample if not k.startswith("__")):
+                info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                info.size = len(sample[ext])
+                tar.addfile(info, io.BytesIO(sample[ext]))
+    return buf.getvalue()
+
+
+def pax_record(body: bytes, end: bytes = b"\n") -> bytes:
+    """One pax extended header record 'LEN key=value\\n' (LEN counts its own digits); `end`
+    other than a newline makes a malformed one."""
+    rest = b" " + body + end
+    length = len(rest) + 1
+    while length != len(rest) + len(str(length)):  # the digits count themselves (tarfile's loop)
+        length = len(rest) + len(str(length))
+    return str(length).encode() + rest
 
 
 def write_shard(path: Path, samples: list[dict]) -> str:

@@ -2,14 +2,16 @@
 
 Every stage that meets bad input (indexing, reading, decoding, inference) produces one of
 these instead of raising through the job: the rest of the video and of the job goes on,
-and the record is written to the job's errors table. A record never carries credentials.
+and the record is written to the job's errors table. A record never carries credentials,
+and its text is always storable: Parquet strings are UTF-8, and a record that could not be
+written would lose every other record with it.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ErrorKind(str, Enum):
@@ -25,7 +27,7 @@ class ErrorKind(str, Enum):
     no_frames = "no_frames"  # a video with zero decodable frames
     frame_size_changed = "frame_size_changed"  # frames of another size inside one video
     bad_image_format = "bad_image_format"  # grayscale/RGBA/16-bit image where RGB8 is expected (converted or refused)
-    unsafe_member_name = "unsafe_member_name"  # '..' or absolute path in a tar member name
+    unsafe_member_name = "unsafe_member_name"  # '..', an absolute path, or bytes not UTF-8 in a tar member name
     duplicate_key = "duplicate_key"  # the same sample key / (video, index) twice
     bad_metadata = "bad_metadata"  # json that does not parse or lacks required fields
     missing_segment = "missing_segment"  # a gap in a video's chain of segments
@@ -49,6 +51,11 @@ class InputError(BaseModel):
     message: str
     hint: str = ""
 
+    @field_validator("stage", "url", "member", "video_id", "message", "hint")
+    @classmethod
+    def _storable_text(cls, text: str | None) -> str | None:
+        return None if text is None else storable(text)
+
     def __str__(self) -> str:
         where = self.url + (f"::{self.member}" if self.member else "")
         what = (
@@ -59,3 +66,13 @@ class InputError(BaseModel):
             else ""
         )
         return f"{self.kind.value} at {where}{what}: {self.message}" + (f" - {self.hint}" if self.hint else "")
+
+
+def storable(text: str) -> str:
+    """`text` as UTF-8 can hold it: bytes of a name that were not UTF-8 (kept as surrogates by
+    the tar scan, as tarfile keeps them) are shown as \\xNN, any other lone surrogate as \\uNNNN."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")

@@ -2,6 +2,8 @@
 
 Jobs, `tv3s segment`, exports and renders all decode through here, so a frame looks the
 same wherever it is read (16-bit images scaled by 1/257, palettes and alpha converted).
+Images are Pillow's, but for PNGs of 16 bits per colour channel: Pillow has no mode for
+them and keeps only the high byte of each sample, so FFmpeg's PNG decoder reads those.
 """
 
 from __future__ import annotations
@@ -84,30 +86,55 @@ class Image8:
 
 CONVERTIBLE = frozenset({"L", "LA", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "1", "La", "RGBa"})
 SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+# Pillow's raw modes for PNGs of 16 bits per colour channel (it opens them as 8-bit RGB/RGBA) -> the mode reported
+SIXTEEN_BIT_COLOUR = {"RGB;16B": "RGB;16", "RGBA;16B": "RGBA;16", "LA;16B": "LA;16"}
+REPLACE_IMAGE = "replace the frame with a valid JPEG/PNG and re-pack"
 
 
 def decode_image(source: Source) -> Image8:
     """uint8 RGB [H, W, 3] from JPEG/PNG bytes; other modes converted (16-bit scaled by 1/257)."""
     try:
         with Image.open(_opened(source)) as img:
+            wide_colour = SIXTEEN_BIT_COLOUR.get(_png_raw_mode(img))
+            if wide_colour is not None:
+                return Image8(_scaled(_png_rgb48(source)), wide_colour)
             img.load()
             mode = img.mode
             if mode == "RGB":
                 return Image8(np.asarray(img, dtype=np.uint8), None)
             if mode in SIXTEEN_BIT:
-                wide = np.asarray(img).astype(np.uint32)
-                grey = ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)
+                grey = _scaled(np.asarray(img))
                 return Image8(np.repeat(grey[..., None], 3, axis=2), mode)
             if mode in CONVERTIBLE:
                 return Image8(np.asarray(img.convert("RGB"), dtype=np.uint8), mode)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError as exc:  # its message holds the repr of our BytesIO, not worth showing
         raise DecodeError(
             ErrorKind.corrupt_member,
-            f"not a readable image ({exc})",
-            "replace the frame with a valid JPEG/PNG and re-pack",
+            "not a readable image (cannot identify the image format: PNG/JPEG expected)",
+            REPLACE_IMAGE,
         ) from exc
+    except (OSError, ValueError, Image.DecompressionBombError, av.error.FFmpegError) as exc:
+        raise DecodeError(ErrorKind.corrupt_member, f"not a readable image ({exc})", REPLACE_IMAGE) from exc
     raise DecodeError(
         ErrorKind.bad_image_format,
         f"image mode {mode} cannot be turned into 8-bit RGB",
         "convert the frames to 8-bit RGB (e.g. PIL Image.convert('RGB')) and re-pack",
     )
+
+
+def _png_raw_mode(img: Image.Image) -> str | None:
+    """How Pillow will unpack a PNG's samples (e.g. 'RGB;16B'), read before `load` clears it."""
+    return img.tile[0].args if img.format == "PNG" and img.tile else None
+
+
+def _png_rgb48(source: Source) -> np.ndarray:
+    """uint16 RGB [H, W, 3] of a 16-bit colour PNG, every bit kept (alpha dropped, grey repeated)."""
+    with av.open(_opened(source), mode="r", format="png_pipe") as container:
+        for frame in container.decode(video=0):
+            return frame.to_ndarray(format="rgb48le")
+    raise ValueError("the PNG holds no image")
+
+
+def _scaled(wide: np.ndarray) -> np.ndarray:
+    """16-bit samples as uint8 by the 1/257 rule (rounded: 257 maps to 1, 65535 to 255)."""
+    return ((np.clip(wide.astype(np.int64), 0, 65535) + 128) // 257).astype(np.uint8)

@@ -13,8 +13,8 @@ from itertools import groupby
 
 from ...schemas.errors import ErrorKind, InputError
 from ..storage import StorageError, Store, redact_url
-from .samples import key_of, split_name, unsafe_name
-from .tarscan import ChunkReader, MemberScan
+from .samples import key_of, not_utf8, split_name, unsafe_name
+from .tarscan import ChunkReader, MemberScan, TarMember
 
 ErrorSink = Callable[[InputError], None]
 STREAM_CHUNK = 8 << 20
@@ -81,43 +81,84 @@ class ShardSample:
 def stream_shard(url: str, store: Store, on_error: ErrorSink) -> Iterator[ShardSample]:
     """Every sample of a shard in order, read front to back in large requests.
 
-    Unsafe and extensionless members are reported and skipped; a damaged archive yields
-    its intact samples and then reports the damage.
+    Unsafe, non-UTF-8 and extensionless members are reported and skipped (as the index
+    does); a damaged archive yields its intact samples and then reports the damage.
+    Whatever else goes wrong parsing the shard ends it with one corrupt_member record, as
+    `index_shard` does: a stream over many shards goes on with the next.
     """
     safe_url = redact_url(url)
     try:
-        size = store.size(url)
-        reader = ChunkReader(lambda s, e: store.read(url, s, e), size, STREAM_CHUNK)
-        scan = MemberScan(reader.read_at, size)
-        named = ((m, split_name(m.name)) for m in scan if m.regular)
-        for key, group in groupby(named, key=lambda pair: pair[1][0] if pair[1] else None):
-            members = list(group)
-            if key is None or any(unsafe_name(m.name) for m, _ in members):
-                for m, _ in members:
-                    on_error(
-                        InputError(
-                            kind=ErrorKind.unsafe_member_name if unsafe_name(m.name) else ErrorKind.unknown_member,
-                            stage="read",
-                            url=safe_url,
-                            member=m.name,
-                            message="member skipped: its name is unsafe or has no extension",
-                            hint="re-pack with relative member names KEY.ext",
-                        )
-                    )
-                continue
-            if scan.cut_through(key, key_of):
-                break  # reported below with the damage
-            yield ShardSample(key, {ext: reader.read_at(m.offset, m.size) for m, (_, ext) in members})
-        if scan.defect is not None:
-            on_error(
-                InputError(
-                    kind=scan.defect.kind,
-                    stage="read",
-                    url=safe_url,
-                    member=scan.defect.member,
-                    message=str(scan.defect),
-                    hint="re-upload or re-create the shard; the samples before the damage were read",
-                )
-            )
+        yield from _stream_samples(url, safe_url, store, on_error)
     except StorageError as exc:
         on_error(exc.record)
+    except Exception as exc:  # input nobody foresaw, or a bug: this shard is reported, the others go on
+        on_error(
+            InputError(
+                kind=ErrorKind.corrupt_member,
+                stage="read",
+                url=safe_url,
+                message=f"reading this shard stopped at an unexpected error ({type(exc).__name__}: {exc}); "
+                "the samples already read stand",
+                hint="re-create the shard with tv3s shards pack (and report the error if the shard is sound)",
+            )
+        )
+
+
+def _stream_samples(url: str, safe_url: str, store: Store, on_error: ErrorSink) -> Iterator[ShardSample]:
+    """The body of `stream_shard`: samples, and records of skipped members and of damage."""
+    size = store.size(url)
+    reader = ChunkReader(lambda s, e: store.read(url, s, e), size, STREAM_CHUNK)
+    scan = MemberScan(reader.read_at, size)
+    named = ((m, split_name(m.name)) for m in scan if m.regular)
+    for key, group in groupby(named, key=lambda pair: pair[1][0] if pair[1] else None):
+        members = list(group)
+        if key is None or any(unsafe_name(m.name) or not_utf8(m.name) for m, _ in members):
+            for m, _ in members:
+                unsafe = unsafe_name(m.name) or not_utf8(m.name)
+                on_error(
+                    InputError(
+                        kind=ErrorKind.unsafe_member_name if unsafe else ErrorKind.unknown_member,
+                        stage="read",
+                        url=safe_url,
+                        member=m.name,
+                        message="member skipped: its name is unsafe, not UTF-8, or has no extension",
+                        hint="re-pack with relative UTF-8 member names KEY.ext",
+                    )
+                )
+            continue
+        if scan.cut_through(key, key_of):
+            break  # reported below with the damage
+        yield ShardSample(key, _first_of_each_extension(key, members, reader, safe_url, on_error))
+    if scan.defect is not None:
+        on_error(
+            InputError(
+                kind=scan.defect.kind,
+                stage="read",
+                url=safe_url,
+                member=scan.defect.member,
+                message=str(scan.defect),
+                hint="re-upload or re-create the shard; the samples before the damage were read",
+            )
+        )
+
+
+def _first_of_each_extension(
+    key: str, members: list[tuple[TarMember, tuple[str, str]]], reader: ChunkReader, safe_url: str, on_error: ErrorSink
+) -> dict[str, bytes]:
+    """{extension: bytes} of one sample; a repeated extension is reported and the first kept, as the index keeps it."""
+    out: dict[str, bytes] = {}
+    for m, (_, ext) in members:
+        if ext in out:
+            on_error(
+                InputError(
+                    kind=ErrorKind.duplicate_key,
+                    stage="read",
+                    url=safe_url,
+                    member=m.name,
+                    message=f"sample {key!r} has more than one .{ext} member; only the first is used",
+                    hint="one member per extension and sample key",
+                )
+            )
+        else:
+            out[ext] = reader.read_at(m.offset, m.size)
+    return out

@@ -34,6 +34,7 @@ from .samples import (
     identify,
     key_of,
     media_kind,
+    not_utf8,
     parse_json,
     split_name,
     unsafe_name,
@@ -41,13 +42,14 @@ from .samples import (
 from .tarscan import ChunkReader, MemberScan, TarMember
 
 SCAN_CHUNK = 1 << 20
+UNSTORABLE = (pa.ArrowException, OverflowError, UnicodeEncodeError)  # what Arrow raises for a value it cannot hold
 
 
 @dataclass
 class ShardIndex:
-    """What one shard contributed: index rows in shard order, error records, member count."""
+    """What one shard contributed: its index rows (a table, in shard order), error records, member count."""
 
-    rows: list[dict] = field(default_factory=list)
+    table: pa.Table = field(default_factory=INDEX_SCHEMA.empty_table)
     errors: list[InputError] = field(default_factory=list)
     members: int = 0
 
@@ -78,39 +80,86 @@ class VideoRun:
 
 
 def index_shard(url: str, order: int, store: Store, key_pattern: str = DEFAULT_KEY_PATTERN) -> ShardIndex:
-    """Scan one shard's headers (and its small json members) into index rows."""
+    """Scan one shard's headers (and its small json members) into index rows.
+
+    Nothing raised while parsing one shard may stop the indexing of the others: storage
+    failures become their own records, and anything else (input nobody foresaw, a bug)
+    one corrupt_member record for this shard, keeping the rows indexed before it.
+    """
     out = ShardIndex()
+    rows: list[dict] = []
     safe_url = redact_url(url)
 
     def error(kind: ErrorKind, message: str, hint: str, member: str | None = None) -> None:
         out.errors.append(InputError(kind=kind, stage="index", url=safe_url, member=member, message=message, hint=hint))
 
     try:
-        size = store.size(url)
-        if size == 0:
-            error(ErrorKind.empty_shard, "the shard is an empty file", "re-create or delete the shard")
-            return out
-        reader = ChunkReader(lambda start, end: store.read(url, start, end), size, SCAN_CHUNK)
-        scan = MemberScan(reader.read_at, size)
-        for position, (key, group) in enumerate(_samples(_counted(_safe_members(scan, error), out), error)):
-            if scan.cut_through(key, key_of):
-                break  # the truncated_tar record below covers it
-            row = _sample_row(key, group, reader, key_pattern, error)
-            if row is not None:
-                out.rows.append(row | {"shard": safe_url, "shard_order": order, "position": position})
-        if scan.defect is not None:
-            hint = (
-                "re-upload the shard; the members before this point are indexed"
-                if scan.defect.kind == ErrorKind.truncated_tar
-                else "re-create the shard with tv3s shards pack"
-            )
-            error(scan.defect.kind, str(scan.defect), hint, scan.defect.member)
+        _scan_shard(url, safe_url, order, store, key_pattern, rows, out, error)
     except StorageError as exc:
         out.errors.append(exc.record.model_copy(update={"stage": "index"}))
-        return out
+    except Exception as exc:  # input nobody foresaw, or a bug: this shard is reported, the others go on
+        error(
+            ErrorKind.corrupt_member,
+            f"indexing this shard stopped at an unexpected error ({type(exc).__name__}: {exc}); "
+            f"the samples indexed before it ({len(rows)}) are kept",
+            "re-create the shard with tv3s shards pack (and report the error if the shard is sound)",
+        )
+    out.table = _table(rows, error)
+    return out
+
+
+def _scan_shard(
+    url: str, safe_url: str, order: int, store: Store, key_pattern: str, rows: list[dict], out: ShardIndex, error
+) -> None:
+    """The rows, member count and error records of one shard (the body of `index_shard`)."""
+    size = store.size(url)
+    if size == 0:
+        error(ErrorKind.empty_shard, "the shard is an empty file", "re-create or delete the shard")
+        return
+    reader = ChunkReader(lambda start, end: store.read(url, start, end), size, SCAN_CHUNK)
+    scan = MemberScan(reader.read_at, size)
+    for position, (key, group) in enumerate(_samples(_counted(_safe_members(scan, error), out), error)):
+        if scan.cut_through(key, key_of):
+            break  # the truncated_tar record below covers it
+        row = _sample_row(key, group, reader, key_pattern, error)
+        if row is not None:
+            rows.append(row | {"shard": safe_url, "shard_order": order, "position": position})
+    if scan.defect is not None:
+        hint = (
+            "re-upload the shard; the members before this point are indexed"
+            if scan.defect.kind == ErrorKind.truncated_tar
+            else "re-create the shard with tv3s shards pack"
+        )
+        error(scan.defect.kind, str(scan.defect), hint, scan.defect.member)
     if out.members == 0 and not out.errors:
         error(ErrorKind.empty_shard, "the shard holds no members", "re-create or delete the shard")
-    return out
+
+
+def _table(rows: list[dict], error) -> pa.Table:
+    """The shard's rows as an index table; a row Arrow cannot store is reported and left out.
+
+    Such a row holds a json value (a number past 64 bits, text with lone surrogates) that
+    passed validation: caught here, it costs one sample instead of the whole index, which
+    would fail when written. Rows are converted one by one only when the shard fails whole.
+    """
+    try:
+        return pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    except UNSTORABLE:
+        pass
+    kept = []
+    for row in rows:
+        try:
+            pa.Table.from_pylist([row], schema=INDEX_SCHEMA)
+        except UNSTORABLE as exc:
+            error(
+                ErrorKind.bad_metadata,
+                f"the sample cannot be stored in the index ({type(exc).__name__}: {exc}); it is left out",
+                "keep json numbers within 64 bits and text valid Unicode",
+                row["meta_member"] or row["media_member"],
+            )
+        else:
+            kept.append(row)
+    return pa.Table.from_pylist(kept, schema=INDEX_SCHEMA)
 
 
 def _counted(members: Iterator[TarMember], out: ShardIndex) -> Iterator[TarMember]:
@@ -120,13 +169,21 @@ def _counted(members: Iterator[TarMember], out: ShardIndex) -> Iterator[TarMembe
 
 
 def _safe_members(members: Iterable[TarMember], error) -> Iterator[TarMember]:
-    """Drop (and report) members that are not plain files or whose names could escape a folder."""
+    """Drop (and report) members that are not plain files, whose names could escape a folder, or
+    whose names are not UTF-8 (the index could not store them)."""
     for m in members:
         if unsafe_name(m.name):
             error(
                 ErrorKind.unsafe_member_name,
                 f"member name {m.name!r} is absolute or contains '..'; ignored",
                 "re-pack with relative member names (KEY.ext)",
+                m.name,
+            )
+        elif not_utf8(m.name):
+            error(
+                ErrorKind.unsafe_member_name,
+                "member name is not UTF-8 (bytes that are not show as \\xNN in the member field); ignored",
+                "re-pack with UTF-8 member names (KEY.ext)",
                 m.name,
             )
         elif not m.regular:
@@ -172,6 +229,13 @@ def _sample_row(key: str, group: list[TarMember], reader: ChunkReader, key_patte
         ext = split_name(m.name)[1]
         if ext == META_EXT and meta is None:
             meta = m
+        elif ext == META_EXT:
+            error(
+                ErrorKind.duplicate_key,
+                f"sample {key!r} has more than one json member; only {meta.name} is used",
+                "one json member per sample key",
+                m.name,
+            )
         elif media_kind(ext) is not None:
             media.append(m)
         else:
@@ -241,9 +305,8 @@ def build_index(
             for future in futures:
                 shards.append(future.result())
                 bar.update()
-    rows = [row for shard in shards for row in shard.rows]
     errors += [e for shard in shards for e in shard.errors]
-    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    table = pa.concat_tables([INDEX_SCHEMA.empty_table(), *(shard.table for shard in shards)])
     return IndexResult(table, errors, len(urls), sum(s.members for s in shards))
 
 

@@ -80,6 +80,16 @@ def unsafe_name(name: str) -> bool:
     return name.startswith(("/", "\\")) or ".." in parts or bool(re.match(r"^[A-Za-z]:", name))
 
 
+def not_utf8(name: str) -> bool:
+    """True for a name holding bytes that are not UTF-8 (tarscan keeps them as surrogates):
+    the index stores names as UTF-8 text, so it could neither hold nor match such a name."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 @lru_cache(maxsize=32)
 def key_regex(pattern: str) -> re.Pattern[str]:
     """Compile a key pattern: {video_id} matches any text, {frame} / {frame:06d} digits."""
@@ -102,7 +112,7 @@ def key_regex(pattern: str) -> re.Pattern[str]:
 def parse_json(data: bytes) -> dict:
     try:
         meta = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise SampleError(
             ErrorKind.bad_metadata,
             f"the json does not parse ({exc})",
