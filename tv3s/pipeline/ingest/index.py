@@ -223,6 +223,14 @@ def _samples(members: Iterable[TarMember], error) -> Iterator[tuple[str, list[Ta
 
 
 def _sample_row(key: str, group: list[TarMember], reader: ChunkReader, key_pattern: str, error) -> dict | None:
+    """The index row of one sample, or None when it has no usable media (each problem reported)."""
+    media, meta = _sample_members(key, group, error)
+    item = _chosen_media(key, media, meta, error)
+    return None if item is None else _sample_from(key, item, meta, reader, key_pattern, error)
+
+
+def _sample_members(key: str, group: list[TarMember], error) -> tuple[list[TarMember], TarMember | None]:
+    """The sample's media members and its json; duplicate json and unknown extensions reported."""
     media: list[TarMember] = []
     meta: TarMember | None = None
     for m in group:
@@ -245,6 +253,11 @@ def _sample_row(key: str, group: list[TarMember], reader: ChunkReader, key_patte
                 "only .mp4 .mkv .webm .avi .mov .jpg .jpeg .png and .json members are read",
                 m.name,
             )
+    return media, meta
+
+
+def _chosen_media(key: str, media: list[TarMember], meta: TarMember | None, error) -> TarMember | None:
+    """The media member the sample stands for; the others, and a json without media, reported."""
     if not media:
         if meta is not None:
             error(
@@ -261,7 +274,11 @@ def _sample_row(key: str, group: list[TarMember], reader: ChunkReader, key_patte
             "one media member per sample key",
             extra.name,
         )
-    item = media[0]
+    return media[0]
+
+
+def _sample_from(key: str, item: TarMember, meta: TarMember | None, reader, key_pattern: str, error) -> dict | None:
+    """The row of a sample from its media member and json (which say its video and position)."""
     try:
         parsed = parse_json(reader.read_at(meta.offset, meta.size)) if meta else None
         sample = identify(key, media_kind(split_name(item.name)[1]), parsed, key_pattern)
