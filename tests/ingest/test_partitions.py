@@ -12,7 +12,13 @@ from tv3s.cli import main
 from tv3s.jobs.plan import plan_chains
 from tv3s.pipeline.ingest.index import build_index, read_index, write_table
 from tv3s.pipeline.ingest.order import SORT_KEYS
-from tv3s.pipeline.ingest.partitions import MANIFEST, PartitionedIndexWriter, index_partitions, partition_of
+from tv3s.pipeline.ingest.partitions import (
+    MANIFEST,
+    PartitionedIndexWriter,
+    build_partitioned_index,
+    index_partitions,
+    partition_of,
+)
 from tv3s.pipeline.storage import Store
 from tv3s.schemas.job import StateSpec
 
@@ -91,3 +97,13 @@ def test_empty_partitions_plan_to_nothing(tmp_path, partitions):
         c for part in index_partitions(str(tmp_path / "index"), Store()) for c in plan_chains(part, StateSpec())[0]
     ]
     assert [c.video_id for c in chains] == ["only"]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_partitioned_index_is_built_shard_by_shard_with_the_same_rows(tmp_path, workers):
+    shards = write_archive(tmp_path / "archive")
+    whole = build_index(shards, Store())
+    result = build_partitioned_index(shards, str(tmp_path / "index"), Store(), 3, workers=workers)
+    assert (result.shards, result.members, result.errors) == (whole.shards, whole.members, whole.errors)
+    parts = pa.concat_tables(index_partitions(str(tmp_path / "index"), Store()))
+    assert parts.sort_by(SORT_KEYS).equals(whole.table.sort_by(SORT_KEYS))

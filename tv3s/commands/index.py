@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 
-from ..pipeline.ingest.index import build_index, default_errors_uri, plan_videos, write_errors, write_table
-from ..pipeline.ingest.partitions import PartitionedIndexWriter
+import pyarrow as pa
+
+from ..pipeline.ingest.index import build_index, default_errors_uri, write_errors, write_table
+from ..pipeline.ingest.order import order_index
+from ..pipeline.ingest.partitions import build_partitioned_index, index_partitions
 from ..pipeline.ingest.samples import DEFAULT_KEY_PATTERN, key_regex
 from ..pipeline.storage import StorageError
 from .store_args import add_store_arguments, error_summary, store_from_args
@@ -59,26 +63,39 @@ def run(args: argparse.Namespace) -> int:
         print(f"tv3s index: error: --partitions must be at least 1, got {args.partitions}", file=sys.stderr)
         return 2
     store = store_from_args(args)
-    result = build_index(args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress)
-    runs, chain_errors = plan_videos(result.table)
-    errors = result.errors + chain_errors
-    errors_uri = args.errors or default_errors_uri(args.out)
     try:
         if args.partitions:
-            writer = PartitionedIndexWriter(args.out, store, args.partitions)
-            writer.add(result.table)
-            writer.close()
+            result = build_partitioned_index(
+                args.shards, args.out, store, args.partitions, args.key_pattern, args.workers, not args.no_progress
+            )
+            samples, videos, runs, chain_errors = _plan_summary(index_partitions(args.out, store))
         else:
+            result = build_index(args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress)
             write_table(result.table, args.out, store)
+            samples, videos, runs, chain_errors = _plan_summary([result.table])
+        errors = result.errors + chain_errors
+        errors_uri = args.errors or default_errors_uri(args.out)
         write_errors(errors, errors_uri, store)
     except StorageError as exc:
         print(f"tv3s index: error: cannot write the index: {exc}", file=sys.stderr)
         return 1
-    videos = len({r.video_id for r in runs})
     print(
-        f"indexed {result.table.num_rows} samples of {videos} videos from {result.shards} shards "
+        f"indexed {samples} samples of {videos} videos from {result.shards} shards "
         f"({result.members} members) -> {args.out}"
     )
-    print(f"  runs:   {len(runs)} (a video is split at each gap)")
+    print(f"  runs:   {runs} (a video is split at each gap)")
     print(f"  errors: {error_summary(errors)} -> {errors_uri}")
-    return 0 if result.table.num_rows else 1
+    return 0 if samples else 1
+
+
+def _plan_summary(partitions: Iterable[pa.Table]) -> tuple[int, int, int, list]:
+    """Samples, videos, runs and the planning errors (gaps, duplicates), one partition at a time."""
+    samples = videos = runs = 0
+    errors: list = []
+    for table in partitions:
+        ordered, found = order_index(table)
+        samples += table.num_rows
+        videos += int(ordered.video_start.sum())
+        runs += int(ordered.run_start.sum())
+        errors += found
+    return samples, videos, runs, errors

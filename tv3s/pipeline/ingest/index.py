@@ -13,6 +13,7 @@ wrong, what to do) and the scan of that shard, or of the other shards, goes on.
 from __future__ import annotations
 
 import io
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -313,18 +314,34 @@ def build_index(
     workers: int = 8,
     progress: bool = False,
 ) -> IndexResult:
-    """Index every shard matched by `patterns` (in parallel), rows in shard order."""
+    """Index every shard matched by `patterns` (in parallel), rows in shard order, in memory (see
+    `partitions.build_partitioned_index` for archives too large to hold)."""
     urls, errors = store.expand(patterns)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(index_shard, url, i, store, key_pattern) for i, url in enumerate(urls)]
-        with tqdm(total=len(futures), unit="shard", desc="index", disable=not progress) as bar:
-            shards = []
-            for future in futures:
-                shards.append(future.result())
-                bar.update()
+    shards = list(iter_shard_indexes(urls, store, key_pattern, workers, progress))
     errors += [e for shard in shards for e in shard.errors]
     table = pa.concat_tables([INDEX_SCHEMA.empty_table(), *(shard.table for shard in shards)])
     return IndexResult(table, errors, len(urls), sum(s.members for s in shards))
+
+
+def iter_shard_indexes(
+    urls: list[str], store: Store, key_pattern: str = DEFAULT_KEY_PATTERN, workers: int = 8, progress: bool = False
+) -> Iterator[ShardIndex]:
+    """Each shard's index, in shard order, scanned `workers` at a time (header scans wait on storage,
+    so threads suffice); at most 2 x `workers` shards' results are held before they are taken."""
+    window = 2 * max(1, workers)
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        tqdm(total=len(urls), unit="shard", desc="index", disable=not progress) as bar,
+    ):
+        pending: deque = deque()
+        for i, url in enumerate(urls):
+            pending.append(pool.submit(index_shard, url, i, store, key_pattern))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+                bar.update()
+        while pending:
+            yield pending.popleft().result()
+            bar.update()
 
 
 # --- Parquet --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 
 from ...schemas.index import INDEX_SCHEMA, INDEX_VERSION
 from ..storage import Store
-from .index import read_index
+from .index import IndexResult, iter_shard_indexes, read_index
 from .order import SORT_KEYS, SORTED_KEY, SORTED_VALUE
+from .samples import DEFAULT_KEY_PATTERN
 
 MANIFEST = "_partitions.json"
 
@@ -93,6 +94,29 @@ class PartitionedIndexWriter:
         url = f"{self.uri}/part-{p:05d}.parquet"
         self.store.write(url, sink.getvalue())
         return url
+
+
+def build_partitioned_index(
+    patterns: Iterable[str],
+    uri: str,
+    store: Store,
+    partitions: int,
+    key_pattern: str = DEFAULT_KEY_PATTERN,
+    workers: int = 8,
+    progress: bool = False,
+) -> IndexResult:
+    """`build_index` streamed into a partitioned index at `uri`: each shard's rows go to their
+    partitions as the shard is scanned, so no process holds the archive's index. The result's
+    table is empty (the rows are in the partitions); its counts and errors are the whole index's."""
+    urls, errors = store.expand(patterns)
+    writer = PartitionedIndexWriter(uri, store, partitions)
+    members = 0
+    for shard in iter_shard_indexes(urls, store, key_pattern, workers, progress):
+        writer.add(shard.table)
+        errors += shard.errors
+        members += shard.members
+    writer.close()
+    return IndexResult(INDEX_SCHEMA.empty_table(), errors, len(urls), members)
 
 
 def is_partitioned(uri: str, store: Store) -> bool:
