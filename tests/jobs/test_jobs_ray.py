@@ -13,15 +13,13 @@ import threading
 import time
 
 import pytest
-import torch
 import yaml
 
-from tv3s.jobs.actor import FAULT_PAUSE, make_worker
-from tv3s.jobs.runner import JobRunner, open_output, plan_job, read_status
-from tv3s.pipeline.storage import Store
+from tv3s.jobs.actor import FAULT_PAUSE
+from tv3s.jobs.runner import JobRunner, open_output, read_status
 
 from ..support.datagen import encode, segment_sample, stamped_frames, tar_bytes
-from ..support.jobdata import H, W, assert_same_output, job_spec, table_rows, write_archive
+from ..support.jobdata import H, W, assert_same_output, job_spec, label_reference, table_rows, write_archive
 from ..support.raycluster import node_with_id, ray_cluster
 
 pytestmark = pytest.mark.ray
@@ -34,19 +32,8 @@ def archive(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(archive, tmp_path_factory):
-    """The same job labeled without Ray, in one uninterrupted pass per chain, with the actors' one
-    thread (float reductions over more threads can differ in the last bit)."""
-    spec = job_spec(archive, str(tmp_path_factory.mktemp("ref") / "out"))
-    chains, _ = plan_job(spec, Store())
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        worker = make_worker(spec, torch.device("cpu"))
-        for chain in chains:
-            worker.process(chain)
-    finally:
-        torch.set_num_threads(threads)
-    return open_output(spec)
+    """The same job labeled without Ray, in one uninterrupted pass per chain."""
+    return label_reference(job_spec(archive, str(tmp_path_factory.mktemp("ref") / "out")))
 
 
 @pytest.fixture(scope="module")

@@ -90,3 +90,24 @@ def assert_same_output(a: Output, b: Output) -> None:
         )
     assert table_rows(a, "errors") == table_rows(b, "errors")
     assert table_rows(a, "videos") == table_rows(b, "videos")
+
+
+def label_reference(spec: JobSpec) -> Output:
+    """The job labeled without Ray, in one uninterrupted pass per chain, with the actors' one thread
+    (float reductions over more threads can differ in the last bit): what every run must equal."""
+    import torch
+
+    from tv3s.jobs.actor import make_worker
+    from tv3s.jobs.runner import open_output, plan_job
+    from tv3s.pipeline.storage import Store
+
+    chains, _ = plan_job(spec, Store(spec.storage_options()))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        worker = make_worker(spec, torch.device("cpu"))
+        for chain in chains:
+            worker.process(chain)
+    finally:
+        torch.set_num_threads(threads)
+    return open_output(spec)
