@@ -70,9 +70,12 @@ def reap_orphans(grace_s: float = 5.0) -> list[int]:
             continue
         if _start_time(body["driver_pid"]) == body["driver_started"]:
             continue  # that driver is still running its job
-        pids = session_processes(body["session_dir"])
-        _stop(pids, grace_s)
-        reaped += pids
+        for _ in range(3):  # again, for a process the dying ones started meanwhile
+            pids = session_processes(body["session_dir"])
+            if not pids:
+                break
+            _stop(pids, grace_s)
+            reaped += pids
         record.unlink(missing_ok=True)
     return reaped
 
@@ -114,6 +117,9 @@ def _stop(pids: list[int], grace_s: float) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace_s  # SIGKILL takes effect when the process is next scheduled
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
