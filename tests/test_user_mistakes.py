@@ -57,9 +57,20 @@ def test_a_job_that_is_not_there_is_named_with_the_jobs_that_are(tmp_path, capsy
     run = run_info()
     write_job(Output(out), run, sample_job(run))
     spec = job_spec(["/data/s.tar"], out, name=run.job_id)
-    JobRunner(spec, progress=False)._plan_and_record(lambda: iter([index_table([("v", "segment", 0)])]))
+    JobRunner(spec, progress=False)._plan_and_record([lambda: index_table([("v", "segment", 0)])])
     assert main(["status", out, "--job", "nope"]) == 1
     assert f"no job 'nope' in {out} (jobs: {run.job_id})" in capsys.readouterr().err
     assert main(["cancel", out, "--job", "nope"]) == 1
     assert "no job 'nope'" in capsys.readouterr().err
     assert not list((tmp_path / "out").rglob("cancel")), "no cancel marker is left for a job that is not there"
+
+
+def test_an_unreachable_dashboard_is_named_with_the_fix(tmp_path, capsys):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "name: j\ninputs: {shards: [x.tar]}\nmodel: {preset: tv3s-demo, random_weights: true}\noutput: out\n"
+    )
+    address = f"http://127.0.0.1:{closed_port()}"
+    assert main(["submit", str(spec), "--address", address]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach {address}" in err and "--address" in err

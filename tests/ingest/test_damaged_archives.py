@@ -492,6 +492,8 @@ def test_shard_lost_after_indexing_is_reported_at_read_time(s3, tmp_path):
 
 
 # --- parser failures nobody foresaw ---------------------------------------------------
+# Every known bad input is handled before it can raise, so these tests put a bug in on purpose
+# (one sample's parse raises): the guard around a shard must still turn it into one record.
 
 
 def test_an_unexpected_error_in_one_shard_is_one_record_and_the_other_shards_are_indexed(tmp_path, monkeypatch):

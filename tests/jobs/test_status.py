@@ -24,7 +24,7 @@ def labeled_job(root: str) -> Output:
     spec = job_spec(["/data/shard-0000.tar"], root, name=RUN.job_id)
     job = sample_job(RUN)
     index = index_table([(video, "segment", s) for video in job for s in range(2)])
-    JobRunner(spec, progress=False)._plan_and_record(lambda: iter([index]))
+    JobRunner(spec, progress=False)._plan_and_record([lambda: index])
     out = Output(root)
     writer = write_job(out, RUN, job)
     shard = "file:///data/shard-0000.tar"

@@ -27,12 +27,12 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from ..pipeline.ingest.index import build_index
-from ..pipeline.ingest.partitions import index_partitions
+from ..pipeline.ingest.partitions import partition_loaders
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
 from ..pipeline.outputs.manifest import ManifestWriter, encode_parquet, safe_key
 from ..pipeline.storage import Store
 from ..schemas.errors import ErrorKind, InputError
-from ..schemas.job import JobSpec
+from ..schemas.job import JobSpec, StateSpec
 from .plan import Chain, ChainPlan
 from .worker import ChainOutcome
 
@@ -83,23 +83,23 @@ def open_output(spec: JobSpec) -> Output:
 
 def job_partitions(
     spec: JobSpec, store: Store, progress: bool = False
-) -> tuple[Callable[[], Iterator[pa.Table]], list[InputError]]:
-    """The job's index, as a way to read it partition by partition, and the errors met indexing.
+) -> tuple[list[Callable[[], pa.Table]], list[InputError]]:
+    """The job's index as one loader per partition, and the errors met indexing.
 
     A partitioned index (`tv3s index --partitions`) is read one partition at a time; shards
     given directly are indexed here, in memory, as one partition.
     """
     if spec.inputs.index is not None:
-        return lambda: index_partitions(spec.inputs.index, store), []
+        return partition_loaders(spec.inputs.index, store), []
     kwargs = {"key_pattern": spec.inputs.key_pattern} if spec.inputs.key_pattern else {}
     result = build_index(spec.inputs.shards, store, progress=progress, **kwargs)
-    return lambda: iter([result.table]), list(result.errors)
+    return [lambda: result.table], list(result.errors)
 
 
 def plan_job(spec: JobSpec, store: Store, progress: bool = False) -> tuple[ChainPlan, list[InputError]]:
     """The whole job's chains in one plan (for tests and tools; a job plans partition by partition)."""
     partitions, errors = job_partitions(spec, store, progress)
-    plan, plan_errors = ChainPlan.build(pa.concat_tables(list(partitions())), spec.state)
+    plan, plan_errors = ChainPlan.build(pa.concat_tables([load() for load in partitions]), spec.state)
     return plan, errors + plan_errors
 
 
@@ -130,6 +130,14 @@ class _PlanTotals:
         )
         self.errors += errors
         self.split_videos += plan.split_videos()
+
+
+def _plans(first: ChainPlan, others: list[Callable[[], pa.Table]], state: StateSpec) -> Iterator[ChainPlan]:
+    """The plan already made first, then the other partitions', each made when it is needed."""
+    yield first
+    del first
+    for load in others:
+        yield ChainPlan.build(load(), state)[0]
 
 
 class _Pending:
@@ -270,7 +278,7 @@ class JobRunner:
         started = self._started = time.perf_counter()
         spec = self.spec
         partitions, input_errors = job_partitions(spec, self.store, self.progress)
-        totals = self._plan_and_record(partitions)
+        totals, last = self._plan_and_record(partitions)
         input_errors += totals.errors
         if self.output.fs.exists(self.paths["cancel"]):
             self.output.fs.rm_file(self.paths["cancel"])  # running again resumes a cancelled job
@@ -286,8 +294,8 @@ class JobRunner:
             writer.commit_errors("inputs", input_errors)
         summary.errors += len(input_errors)
         try:
-            plans = (ChainPlan.build(table, spec.state)[0] for table in partitions())
-            pending = _Pending(plans, totals.chains, writer.finished_video_keys())
+            pending = _Pending(_plans(last, partitions[:-1], spec.state), totals.chains, writer.finished_video_keys())
+            del last  # the generator holds it until its chains are handed out
             self._schedule(pending, totals.split_videos, actors, summary, writer)
         finally:
             for actor in actors:
@@ -477,15 +485,17 @@ class JobRunner:
         return [remote.remote(spec_json) for _ in range(count)]
 
     # ------------------------------------------------------------------ bookkeeping
-    def _plan_and_record(self, partitions: Callable[[], Iterator[pa.Table]]) -> _PlanTotals:
+    def _plan_and_record(self, partitions: list[Callable[[], pa.Table]]) -> tuple[_PlanTotals, ChainPlan]:
         """Plan every partition once, for the totals and the planning errors, and record the plan (the
         spec, then a chain table per partition) unless this job recorded it before. One partition's
-        plan is held at a time."""
+        plan is held at a time; the last one's is returned, to be handed out first rather than planned
+        again (with one partition, nothing is planned twice)."""
         recorded = self._check_fingerprint()
         totals = _PlanTotals()
-        for p, table in enumerate(partitions()):
-            self._plan_partition(p, table, totals, record=not recorded)
-            del table  # one partition at a time
+        plan = None
+        for p, load in enumerate(partitions):
+            plan = None  # one partition at a time
+            plan = self._plan_partition(p, load(), totals, record=not recorded)
         if not recorded:  # last: a job with plan.json has its whole plan recorded
             body = {
                 "name": self.spec.name,
@@ -495,14 +505,15 @@ class JobRunner:
                 **{k: getattr(totals, k) for k in ("videos", "chains", "units")},
             }
             self.output.fs.pipe_file(self.paths["plan"], json.dumps(body, indent=1).encode())
-        return totals
+        return totals, plan
 
-    def _plan_partition(self, p: int, table: pa.Table, totals: _PlanTotals, record: bool) -> None:
+    def _plan_partition(self, p: int, table: pa.Table, totals: _PlanTotals, record: bool) -> ChainPlan:
         plan, errors = ChainPlan.build(table, self.spec.state)
         totals.add(plan, errors)
         if record:
             self.output.fs.makedirs(self.paths["chains"], exist_ok=True)
             self.output.fs.pipe_file(f"{self.paths['chains']}/part-{p:05d}.parquet", encode_parquet(plan.table()))
+        return plan
 
     def _check_fingerprint(self) -> bool:
         """Whether the job's plan is recorded; a job name reused with other inputs, model or state

@@ -16,7 +16,8 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -125,11 +126,16 @@ def is_partitioned(uri: str, store: Store) -> bool:
     return fs.exists(path)
 
 
-def index_partitions(uri: str, store: Store) -> Iterator[pa.Table]:
-    """The index's partitions one at a time (a single-file index is one)."""
+def partition_loaders(uri: str, store: Store) -> list[Callable[[], pa.Table]]:
+    """One loader per partition of the index (a single-file index is one), each reading its partition
+    when called, so a caller holds only the partitions it is working on."""
     if not is_partitioned(uri, store):
-        yield read_index(uri, store)
-        return
+        return [partial(read_index, uri, store)]
     manifest = json.loads(store.read_all(f"{uri.rstrip('/')}/{MANIFEST}"))
-    for url in manifest["files"]:
-        yield read_index(url, store)
+    return [partial(read_index, url, store) for url in manifest["files"]]
+
+
+def index_partitions(uri: str, store: Store) -> Iterator[pa.Table]:
+    """The index's partitions one at a time."""
+    for load in partition_loaders(uri, store):
+        yield load()
