@@ -3,12 +3,12 @@
 1. Per frame at 1080p with 124 classes (VSPW), from spatially smooth 1/4-resolution
    logits like a decode head's: the label map by the official rule (needed by any
    output, reported for scale), PNG encoding of the mask alone (the baseline), and the
-   manifest path: PNG + statistics + the validated row + the Parquet part committed
-   exactly once to local disk (fsync included), amortised over a part of --frames
+   manifest path: PNG + statistics + the validated row + the unit committed exactly
+   once to the Delta tables on local disk (frames, then the ledger row), amortised over a part of --frames
    frames. Goal: manifest / PNG <= 1.5.
 2. Query time over --rows generated frame rows (default 1M) committed as --parts units
-   to a local output, then after `compact`: opening the output (resolving the committed
-   view, creating the DuckDB views) and a few typical queries. The rows are 16x16 frames
+   to a local output's Delta table, then after `compact`: opening the output (loading the
+   tables' snapshots, creating the DuckDB views) and a few typical queries. The rows are 16x16 frames
    with real mask PNGs: 1M 1080p masks would be ~100 GB, and no query here reads them.
 
 These machines are noisy and shared: compare the ratios, run twice.
@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from tv3s.pipeline.outputs.commit import Output, Part, UnitKey
+from tv3s.pipeline.outputs.commit import Output
 from tv3s.pipeline.outputs.compact import compact
-from tv3s.pipeline.outputs.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler, encode_parquet
+from tv3s.pipeline.outputs.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler
 from tv3s.pipeline.outputs.masks import encode_mask_png, logits_to_labels
 from tv3s.pipeline.outputs.query import connect, run_query
 from tv3s.pipeline.outputs.stats import frame_stats
@@ -160,16 +160,16 @@ def query_times(total_rows: int, parts: int) -> None:
         start = time.perf_counter()
         for video in range(parts):
             table = generated_part(video, per_part, rng, masks)
-            key = UnitKey("bench", f"video-{video:05d}", "s000000-000099")
-            output.commit(key, [Part("frames", encode_parquet(table), table.num_rows)])
+            output.append_once("frames", table, f"bench/video-{video:05d}/s000000-000099")
         print(f"\n== SQL over {per_part * parts:,} frame rows ==")
         print(f"  generated and committed {parts} parts in {time.perf_counter() - start:.1f} s")
         report_queries(output, f"{parts} parts")
         start = time.perf_counter()
         report = compact(output, grace_s=0)
+        out_mb = sum(t.bytes_out for t in report.tables) / 2**20
         print(
             f"  compact: {report.files_in} parts -> {report.files_out} files "
-            f"({report.bytes_out / 2**20:.0f} MB) in {time.perf_counter() - start:.1f} s"
+            f"({out_mb:.0f} MB) in {time.perf_counter() - start:.1f} s"
         )
         report_queries(output, f"{report.files_out} compacted files")
 
@@ -178,7 +178,7 @@ def report_queries(output: Output, label: str) -> None:
     start = time.perf_counter()
     con = connect(output)
     opened = time.perf_counter() - start
-    print(f"  [{label}] open the output (commit log + views): {opened * 1e3:.0f} ms")
+    print(f"  [{label}] open the output (Delta snapshots + views): {opened * 1e3:.0f} ms")
     for name, sql in QUERIES.items():
         run_query(con, sql)  # warm: footers, OS cache
         times = []

@@ -1,4 +1,4 @@
-"""The exactly-once commit protocol, on local disk and on a real S3 server, under injected crashes."""
+"""Exactly-once commits to Delta tables, on local disk and on a real S3 server, under injected crashes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from tv3s.pipeline.outputs.commit import STEPS, CommitError, Output, Part, UnitKey
-from tv3s.pipeline.outputs.manifest import ManifestWriter
+from tv3s.pipeline.outputs.commit import STEPS, CommitError, Output
+from tv3s.pipeline.outputs.manifest import ManifestWriter, UnitKey
 
 from ..support.manifest_data import (
     Crash,
@@ -59,7 +59,7 @@ def test_a_finished_job_rerun_writes_nothing(place, job):
     write_job(output, RUN, job)
     before = all_files(output)
     writer = write_job(output, RUN, job)
-    assert all_files(output) == before
+    assert all_files(output) == before  # not even a log entry
     assert frame_keys(read_visible(output, "frames")) == expected_keys(RUN, job)
     assert all(writer.is_committed(v, s, s) for v, segs in job.items() for s in segs)
     videos = read_visible(output, "videos").to_pylist()
@@ -73,6 +73,13 @@ def test_a_finished_job_rerun_writes_nothing(place, job):
     assert read_visible(output, "errors").num_rows == len(job)
 
 
+def units_with_frames(output: Output) -> set[tuple[str, int]]:
+    table = read_visible(output, "frames")
+    if not table.num_rows:
+        return set()
+    return set(zip(table.column("video_id").to_pylist(), table.column("unit_index").to_pylist()))
+
+
 @pytest.mark.parametrize("step", STEPS)
 def test_crash_at_any_step_leaves_no_partial_or_duplicate_rows_and_a_rerun_completes(place, job, step):
     output, raw_fs = place
@@ -81,50 +88,71 @@ def test_crash_at_any_step_leaves_no_partial_or_duplicate_rows_and_a_rerun_compl
     seen = frame_keys(read_visible(output, "frames"))
     assert max(seen.values(), default=1) == 1  # never a duplicate
     committed = {(v, s) for v, segs in job.items() for s in segs if ManifestWriter(output, RUN).is_committed(v, s, s)}
-    assert seen == expected_keys(RUN, {v: {s: job[v][s] for s in job[v] if (v, s) in committed} for v in job})
-    # the crashed unit was committed only if the crash came after its record
+    # the crashed unit is done only if the crash came after its ledger row
     assert len(committed) == (2 if step == "after_commit" else 1)
+    # a unit's frames are all there or none (its own Delta commit), and there for every unit that is done
+    with_frames = units_with_frames(output)
+    assert committed <= with_frames
+    assert seen == expected_keys(RUN, {v: {s: job[v][s] for s in job[v] if (v, s) in with_frames} for v in job})
+    assert read_visible(output, "videos").num_rows == 0  # no video has all its units yet
 
     write_job(output, RUN, job)  # the retry
     assert frame_keys(read_visible(output, "frames")) == expected_keys(RUN, job)
     assert read_visible(output, "errors").num_rows == len(job)
     assert read_visible(output, "videos").num_rows == len(job)
-    before = all_files(output)
+    versions = {t: output.table(t).version() for t in ("frames", "errors", "videos", "units")}
     write_job(output, RUN, job)
-    assert all_files(output) == before
+    assert {t: output.table(t).version() for t in versions} == versions  # a third run commits nothing
 
 
 def test_racing_attempts_of_one_unit_leave_one_copy(place, job):
-    """Attempt B commits while attempt A is between writing its data and its record."""
+    """Attempt B commits the whole unit while attempt A is between its rows and its ledger row."""
     output, _ = place
-    key = UnitKey(RUN.job_id, "race", "u")
     rows = job["video 0/x"][0]
-
-    def part() -> list[Part]:
-        from tv3s.pipeline.outputs.manifest import encode_parquet
-        from tv3s.schemas.manifest import frames_table
-
-        return [Part("frames", encode_parquet(frames_table(rows)), len(rows))]
+    b = ManifestWriter(output, RUN)
 
     def interleave(step: str, path: str) -> None:
         if step == "after_write":
-            output.commit(key, part())  # B: sees no record yet (A has not written it)
+            assert b.commit_units("video 0/x", 0, 0, rows) is True  # B finds the unit not done yet
 
-    record, _ = output.commit(key, part(), observer=interleave)
-    assert output.record(key) == record  # the caller is told which attempt counts
-    assert frame_keys(read_visible(output, "frames")) == expected_keys(RUN, {"v": {0: rows}})
+    a = ManifestWriter(output, RUN, interleave)
+    assert a.commit_units("video 0/x", 0, 0, rows) is False  # A is told its attempt does not count
+    assert frame_keys(read_visible(output, "frames")) == expected_keys(RUN, {"video 0/x": {0: rows}})
+    assert read_visible(output, "units").num_rows == 1
 
 
-def test_overlapping_segment_ranges_are_refused(place, job):
+def test_concurrent_writers_of_one_unit_commit_it_once(place, job):
+    """Eight threads commit the same unit at once: Delta's transaction conflict lets exactly one win."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    output, _ = place
+    rows = job["video 1/x"][0]
+    ManifestWriter(output, RUN).commit_errors("warm-up: create the tables", [job_error()])
+
+    def attempt(_: int) -> bool:
+        return ManifestWriter(Output(output.url, output.storage_options), RUN).commit_units("video 1/x", 0, 0, rows)
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(attempt, range(8)))
+    assert sum(won) <= 1
+    assert frame_keys(read_visible(output, "frames")) == expected_keys(RUN, {"video 1/x": {0: rows}})
+    assert read_visible(output, "units").num_rows == 2
+
+
+def test_rows_must_belong_to_the_unit(place, job):
     output, _ = place
     writer = ManifestWriter(output, RUN)
     rows = job["video 0/x"]
     writer.commit_units("video 0/x", 0, 0, rows[0])
-    with pytest.raises(CommitError, match="overlap the committed unit 0..0"):
-        writer.commit_units("video 0/x", 0, 1, rows[0] + rows[1])
     assert writer.committed_units("video 0/x") == {0}
     with pytest.raises(ValueError, match="does not belong"):
         writer.commit_units("video 0/x", 1, 1, rows[0])
+
+
+def test_an_output_of_the_per_unit_record_layout_is_refused(tmp_path):
+    (tmp_path / "old" / "_tv3s" / "commits").mkdir(parents=True)
+    with pytest.raises(CommitError, match="older tv3s"):
+        ManifestWriter(Output(str(tmp_path / "old")), RUN).finished_video_keys()
 
 
 def test_summary_waits_for_every_segment_and_errors_commit_once(place, job):
@@ -136,8 +164,8 @@ def test_summary_waits_for_every_segment_and_errors_commit_once(place, job):
     writer.commit_units("video 0/x", 0, 0, rows[0], units_expected=2)
     assert read_visible(output, "videos").column("frames").to_pylist() == [6]
     error = [job_error()]
-    assert writer.commit_errors("s3://bucket/shard-0007.tar", error)[1] is True
-    assert writer.commit_errors("s3://bucket/shard-0007.tar", error)[1] is False
+    assert writer.commit_errors("s3://bucket/shard-0007.tar", error) is True
+    assert writer.commit_errors("s3://bucket/shard-0007.tar", error) is False
     assert read_visible(output, "errors").column("url").to_pylist() == ["s3://bucket/shard-0007.tar"]
 
 

@@ -1,4 +1,4 @@
-"""SQL over committed parts with DuckDB, local and on the S3 server: only committed rows, read-only."""
+"""SQL over the Delta tables with DuckDB, local and on the S3 server: only committed rows, read-only."""
 
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ def output(request, tmp_path_factory, job):
         s3 = request.getfixturevalue("s3")
         out = Output(f"{s3.make_bucket('tv3s-query')}/{uuid.uuid4().hex}", s3.storage_options)
     write_job(out, RUN, job)
-    # a crashed attempt's complete-looking file that no record lists: must stay invisible
-    files = out.view().table_files("frames")
-    out.write_once(files[0].path.replace(".parquet", ".crashed.parquet"), out.read(files[0].path))
+    # a crashed attempt's complete-looking file that the Delta log does not list: must stay invisible
+    committed = "frames/" + out.table("frames").file_uris()[0].rsplit("/frames/", 1)[1]
+    out.write_once(committed.replace(".parquet", ".crashed.parquet"), out.read(committed))
     return out
 
 
@@ -75,7 +75,7 @@ def test_anything_but_one_select_is_refused(output, sql):
     con = connect(output)
     with pytest.raises(QueryError):
         run_query(con, sql)
-    assert run_query(con, "SHOW TABLES").column("name").to_pylist() == ["errors", "frames", "videos"]
+    assert run_query(con, "SHOW TABLES").column("name").to_pylist() == ["errors", "frames", "units", "videos"]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
@@ -103,10 +102,12 @@ def write_job(output: Output, run: RunInfo, job: dict[str, dict[int, list]], obs
 
 
 def read_visible(output: Output, table: str) -> pa.Table:
-    """All visible rows of a table, straight from the view's Parquet files."""
-    files = output.view().table_files(table)
-    tables = [pq.read_table(io.BytesIO(output.read(f.path))) for f in files]
-    return pa.concat_tables(tables) if tables else pa.table({})
+    """All rows of a table as any Delta reader sees them (deltalake's own reader, not tv3s's)."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(output.table_uri(table), storage_options=output.delta_options()):
+        return pa.table({})
+    return DeltaTable(output.table_uri(table), storage_options=output.delta_options()).to_pyarrow_table()
 
 
 def frame_keys(table: pa.Table) -> Counter:

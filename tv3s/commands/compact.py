@@ -1,4 +1,4 @@
-"""`tv3s compact OUTPUT`: merge small committed parts into ~256 MB ones, row for row, exactly once."""
+"""`tv3s compact OUTPUT`: Delta optimize + checkpoint + vacuum of every table of an output."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
         help="merge an output's small parts into large ones (same rows), then delete unneeded files",
-        description="Rewrite the small Parquet parts of OUTPUT into files of about --target-mb, published "
-        "atomically; a crash leaves the output as it was and a re-run completes it. Files no reader needs "
-        "any more are deleted once older than --grace-minutes.",
+        description="Rewrite the small files of each Delta table of OUTPUT into files of about --target-mb "
+        "(Delta's optimize: one commit per table, so a crash leaves the table as it was), checkpoint the "
+        "tables' logs, and delete files no reader needs once older than --grace-minutes (rounded up to "
+        "whole hours: Delta's vacuum retention).",
     )
     add_output_arguments(parser)
     parser.add_argument(
@@ -48,12 +49,13 @@ def run(args: argparse.Namespace) -> int:
     except (CommitError, OSError, ValueError) as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 1
-    if report.snapshot:
-        print(
-            f"merged {report.files_in} parts ({report.bytes_in / 2**20:.1f} MB) into {report.files_out} "
-            f"({report.bytes_out / 2**20:.1f} MB, {report.rows} rows): {report.snapshot}"
-        )
-    else:
+    for t in report.tables:
+        if t.files_in:
+            print(
+                f"{t.table}: merged {t.files_in} files ({t.bytes_in / 2**20:.1f} MB) into {t.files_out} "
+                f"({t.bytes_out / 2**20:.1f} MB)"
+            )
+    if not report.files_in:
         print("nothing to merge")
     print(f"deleted {report.deleted} files no reader needs")
     return 0

@@ -1,13 +1,15 @@
-"""A job's progress read from its output alone (plan, status and commit records), from anywhere."""
+"""A job's progress read from its output alone (plan, status and the units ledger), from anywhere."""
 
 from __future__ import annotations
 
 import io
 
+import duckdb
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..pipeline.outputs.commit import Output, UnitRecord
-from ..pipeline.outputs.manifest import ERRORS_SCOPE, SUMMARY_UNIT, safe_key
+from ..pipeline.outputs.commit import Output
+from ..schemas.manifest import UNITS_SCHEMA
 from .runner import JOBS_DIR, job_paths, read_status
 
 
@@ -21,30 +23,22 @@ def job_names(output: Output) -> list[str]:
 def job_progress(output: Output, name: str) -> dict:
     """Videos and units planned and committed, frames and errors committed, and the driver's last word.
 
-    Errors are every row of the job's `errors` table, counted from the commit records' row counts (no
-    Parquet is read): those committed with a video's units, and those committed outside any video (inputs
-    that could not be indexed, chains that failed every attempt), which no video's records hold.
+    Counts are one aggregate over the job's rows of the units ledger (streamed by DuckDB: no row is held).
+    Errors are every row of the job's `errors` table: those committed with a video's units, and those
+    committed outside any video (inputs that could not be indexed, chains that failed every attempt).
     """
     plan_path = output.full(job_paths(name)["plan"])
     if not output.fs.exists(plan_path):
         raise FileNotFoundError(f"no job {name!r} in {output.url} (jobs: {', '.join(job_names(output)) or 'none'})")
-    videos = _planned_videos(output, name)
-    units_done = videos_done = frames = errors_in_videos = 0
-    for video_id in videos:
-        records = output.scope_records(name, safe_key(video_id))
-        videos_done += any(r.key.name == SUMMARY_UNIT for r in records)
-        for r in records:
-            partial = r.meta.get("partial")
-            if partial is not None:
-                units_done += 1
-                frames += int(partial.get("frames", 0))
-            errors_in_videos += _error_rows(r)
-    errors_outside_videos = sum(_error_rows(r) for r in output.scope_records(name, ERRORS_SCOPE))
+    videos, units = _planned(output, name)
+    counts = _ledger_counts(output, name)
+    units_done, frames, errors_in_videos = counts.get("units", (0, 0, 0))
+    videos_done = counts.get("summary", (0, 0, 0))[0]
+    errors_outside_videos = counts.get("errors", (0, 0, 0))[2]
     status = read_status(output, name) or {}
     state = status.get("state", "planned")
-    if state == "running" and videos_done == len(videos):
+    if state == "running" and videos_done == videos:
         state = "finished (driver gone before recording it)"
-    units = sum(videos.values())
     seconds, committed = status.get("seconds") or 0.0, status.get("units_committed") or 0
     eta = None
     if state == "running" and seconds and committed:  # this run's pace per unit, start-up included
@@ -52,7 +46,7 @@ def job_progress(output: Output, name: str) -> dict:
     return {
         "name": name,
         "state": state,
-        "videos": len(videos),
+        "videos": videos,
         "videos_done": videos_done,
         "units": units,
         "units_done": units_done,
@@ -66,16 +60,26 @@ def job_progress(output: Output, name: str) -> dict:
     }
 
 
-def _planned_videos(output: Output, name: str) -> dict[str, int]:
-    """Planned units per video, from the job's chain tables (one per index partition)."""
-    videos: dict[str, int] = {}
+def _planned(output: Output, name: str) -> tuple[int, int]:
+    """(videos, units) planned, from the job's chain tables, a partition at a time (a video's chains
+    all lie in its one partition, so per-partition distinct counts add up)."""
+    videos = units = 0
     folder = output.full(job_paths(name)["chains"])
     for path in sorted(output.fs.find(folder)):
         chains = pq.read_table(io.BytesIO(output.fs.cat_file(path)), columns=["video_id", "video_units"])
-        videos.update(zip(chains["video_id"].to_pylist(), chains["video_units"].to_pylist()))
-    return videos
+        per_video = chains.group_by("video_id").aggregate([("video_units", "max")])
+        videos += per_video.num_rows
+        units += int(pc.sum(per_video["video_units_max"]).as_py() or 0)
+    return videos, units
 
 
-def _error_rows(record: UnitRecord) -> int:
-    """Rows the record's unit committed to the `errors` table, as the record lists them."""
-    return sum(f.rows for f in record.files if f.table == "errors")
+def _ledger_counts(output: Output, name: str) -> dict[str, tuple[int, int, int]]:
+    """(units, frames, error rows) committed by the job, by kind of ledger row."""
+    ledger = output.dataset("units", UNITS_SCHEMA)  # noqa: F841 (read by DuckDB by name)
+    with duckdb.connect(":memory:") as con:
+        rows = con.execute(
+            "SELECT kind, count(*), coalesce(sum(frames), 0), coalesce(sum(error_rows), 0) "
+            "FROM ledger WHERE job_id = ? GROUP BY kind",
+            [name],
+        ).fetchall()
+    return {kind: (int(n), int(f), int(e)) for kind, n, f, e in rows}

@@ -323,13 +323,16 @@ class ChainWorker:
 
     def _resume_point(self, chain: Chain, position: int) -> tuple[int, ResumePoint | None]:
         """The latest committed resume point before unit `position` of the chain, and where to read from."""
+        points = self.writer.resume_points(chain.video_id)
         for k in range(position - 1, -1, -1):
             unit = chain.units[k]
-            blob = self.writer.resume_point(chain.video_id, unit.index, unit.index)
-            if blob is None:
+            path = points.get((unit.index, unit.index))
+            if path is None:
                 continue
             try:
-                point = ResumePoint.from_bytes(blob, f"resume point of {chain.video_id} unit {unit.index}")
+                point = ResumePoint.from_bytes(
+                    self.writer.output.read(path), f"resume point of {chain.video_id} unit {unit.index}"
+                )
             except ResumePointError:
                 continue  # an older one, or the chain's start, gives the same result
             return k + 1, point

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import InputError
 
-SCHEMA_VERSION = 2  # 2: commit units named as units (unit_index, units_committed, units_expected)
+SCHEMA_VERSION = 3  # 3: Delta Lake tables, the units ledger, palette as int16 (Delta has no unsigned types)
 LOW_CONFIDENCE_THRESHOLD = 0.5  # a pixel is low-confidence when its top-1 probability is below this
 TABLE_KEY = b"tv3s.table"
 VERSION_KEY = b"tv3s.schema_version"
@@ -226,7 +226,7 @@ VIDEOS_SCHEMA = _schema(
         _field("state_warmups", pa.int32(), "frames whose temporal_state is warmed_up"),
         _field("errors", pa.int64(), "rows in `errors` committed with this video's units"),
         _field("class_names", _list(pa.string()), "the model's class names, indexed by class"),
-        _field("palette", _list(_list(pa.uint8(), 3)), "the model's RGB colour per class"),
+        _field("palette", _list(_list(pa.int16())), "the model's RGB colour per class (three values 0..255)"),
         _field("model_config", pa.string(), "the model's architecture config as JSON (tv3s.model config dict)"),
         *_PROVENANCE,
     ],
@@ -285,7 +285,34 @@ def errors_table(errors: list[InputError], job_id: str | None = None, schema: pa
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-TABLES: dict[str, pa.Schema] = {"frames": FRAMES_SCHEMA, "videos": VIDEOS_SCHEMA, "errors": ERRORS_SCHEMA}
+# --- units: the ledger, one row per committed unit --------------------------------------------
+
+UNIT_KINDS = ("units", "summary", "errors")
+UNITS_SCHEMA = _schema(
+    "units",
+    [
+        _field("job_id", pa.string(), "the labeling job that committed the unit"),
+        _field("video_id", pa.string(), "the unit's video; null for errors met outside any video", True),
+        _field("scope", pa.string(), "the video's key (a path-safe name), or _errors"),
+        _field("name", pa.string(), "the unit's name within its scope (s000003-000003, summary, ...)"),
+        _field("kind", pa.string(), "units (frames of a range of units), summary (a videos row) or errors"),
+        _field("unit_first", pa.int64(), "first unit of the range; null for summary and errors", True),
+        _field("unit_last", pa.int64(), "last unit of the range; null for summary and errors", True),
+        _field("frames", pa.int64(), "rows the unit committed to `frames`"),
+        _field("error_rows", pa.int64(), "rows the unit committed to `errors`"),
+        _field("partial", pa.string(), "the unit's partial sums for its video's summary row (JSON)", True),
+        _field("resume_point", pa.string(), "path (under the output) of the state to continue from", True),
+        _field("committed_at", pa.string(), "when the unit was committed (UTC, ISO 8601)"),
+        _field("code_version", pa.string(), "tv3s version that committed the unit"),
+    ],
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "frames": FRAMES_SCHEMA,
+    "videos": VIDEOS_SCHEMA,
+    "errors": ERRORS_SCHEMA,
+    "units": UNITS_SCHEMA,
+}
 
 
 def check_schema(schema: pa.Schema, where: str) -> str:

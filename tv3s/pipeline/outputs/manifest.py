@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -27,6 +29,7 @@ from ... import __version__
 from ...schemas.errors import InputError
 from ...schemas.manifest import (
     PRECISIONS,
+    UNITS_SCHEMA,
     VIDEOS_SCHEMA,
     FrameRow,
     ResetReason,
@@ -34,14 +37,14 @@ from ...schemas.manifest import (
     errors_table,
     frames_table,
 )
-from .commit import CommitError, Observer, Output, Part, UnitKey, UnitRecord, no_observer
+from .commit import Observer, Output, no_observer, utc_now
 from .masks import encode_mask_png, logits_to_labels
 from .stats import frame_stats
 
 ERRORS_SCOPE = "_errors"
 SUMMARY_UNIT = "summary"
 ROW_GROUP_BYTES = 64 << 20  # row groups of about 64 MB: few enough footers, small enough to skip
-_RANGE_NAME = re.compile(r"s(\d{6,})-(\d{6,})")
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,199}")
 
 
 class LabelingModel(Protocol):
@@ -322,8 +325,38 @@ def video_row(video_id: str, partials: list[VideoPartial], run: RunInfo, units_e
     }
 
 
+@dataclass(frozen=True)
+class UnitKey:
+    """Names one unit of a job: its scope (a video's key, or ERRORS_SCOPE) and its name there."""
+
+    job_id: str
+    scope: str
+    name: str
+
+    def __post_init__(self) -> None:
+        for what, value in (("job id", self.job_id), ("scope", self.scope), ("unit name", self.name)):
+            if not _SAFE.fullmatch(value.lstrip("_")):
+                raise ValueError(
+                    f"{what} {value!r} is not a safe path segment: use letters, digits and . _ = - "
+                    "(at most 200 characters, not starting with a dot)"
+                )
+
+    @property
+    def app_id(self) -> str:
+        """The unit's Delta application-transaction id: the same in every table it appends to."""
+        return f"{self.job_id}/{self.scope}/{self.name}"
+
+    def state_path(self, attempt: str) -> str:
+        return f"state/{self.job_id}/{self.scope}/{self.name}.{attempt}.safetensors"
+
+
 class ManifestWriter:
-    """Commits a job's results to an output location, exactly once per unit."""
+    """Commits a job's results to an output location, exactly once per unit (see `commit`).
+
+    A unit appends its rows to `frames` and `errors`, then its row to the `units` ledger;
+    the ledger row says the unit is done and holds what a resume and the video's summary
+    need, so neither ever reads the frames back.
+    """
 
     def __init__(self, output: Output, run: RunInfo, observer: Observer = no_observer) -> None:
         self.output = output
@@ -336,20 +369,38 @@ class ManifestWriter:
     def unit_key(self, video_id: str, first: int, last: int) -> UnitKey:
         return UnitKey(self.run.job_id, self.video_scope(video_id), unit_name(first, last))
 
+    # --- reading the ledger -------------------------------------------------------------------
+    def ledger(self, scope: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        """This job's ledger rows (of one scope), read with the filter pushed down to the files."""
+        where = pc.field("job_id") == self.run.job_id
+        if scope is not None:
+            where &= pc.field("scope") == scope
+        return self.output.dataset("units", UNITS_SCHEMA).to_table(columns=columns, filter=where)
+
     def is_committed(self, video_id: str, first: int, last: int) -> bool:
         """Whether this range of units is done (ask before running the model on it)."""
-        return self.output.record(self.unit_key(video_id, first, last)) is not None
+        return self.output.is_committed("units", self.unit_key(video_id, first, last).app_id)
 
     def finished_video_keys(self) -> set[str]:
         """`video_scope` of every video whose summary row is committed (so all its units are), from one
-        listing: what a resumed job need not hand to an actor again."""
-        return {scope for scope, names in self.output.job_scopes(self.run.job_id).items() if SUMMARY_UNIT in names}
+        read of the ledger: what a resumed job need not hand to an actor again."""
+        rows = self.ledger(columns=["scope", "kind"])
+        return set(rows.filter(pc.equal(rows["kind"], "summary"))["scope"].to_pylist())
 
     def committed_units(self, video_id: str) -> set[int]:
         """Segments of the video already committed (by any unit), for planning a resume."""
-        names = self.output.scope_names(self.run.job_id, self.video_scope(video_id))
-        return {s for a, b in _ranges(names) for s in range(a, b + 1)}
+        rows = self.ledger(self.video_scope(video_id), ["kind", "unit_first", "unit_last"])
+        rows = rows.filter(pc.equal(rows["kind"], "units"))
+        return {
+            s for a, b in zip(rows["unit_first"].to_pylist(), rows["unit_last"].to_pylist()) for s in range(a, b + 1)
+        }
 
+    def resume_points(self, video_id: str) -> dict[tuple[int, int], str]:
+        """Where the resume point of each committed unit range of the video lies (units that carried one)."""
+        rows = self.ledger(self.video_scope(video_id), ["unit_first", "unit_last", "resume_point"]).to_pylist()
+        return {(r["unit_first"], r["unit_last"]): r["resume_point"] for r in rows if r["resume_point"]}
+
+    # --- committing -------------------------------------------------------------------------
     def commit_units(
         self,
         video_id: str,
@@ -359,15 +410,13 @@ class ManifestWriter:
         errors: Sequence[InputError] = (),
         units_expected: int | None = None,
         resume_point: bytes | None = None,
-    ) -> tuple[UnitRecord, bool]:
-        """Commit the frames (and errors) of units first..last of one video.
+    ) -> bool:
+        """Commit the frames (and errors) of units first..last of one video; returns whether this
+        call committed them (False: they were committed before, nothing was written).
 
-        `resume_point` (a job's state after these units) is committed with them, so a
-        unit's rows and the state to continue from become visible together or not at all.
-        Returns (the unit's record, whether this call committed it). With
-        `units_expected`, the video's summary row is committed as soon as all its
-        units are. A unit that overlaps a committed one without being it is refused:
-        its rows would be counted twice.
+        `resume_point` (a job's state after these units) is named by the unit's ledger row, so
+        the state to continue from becomes visible with the unit. With `units_expected`, the
+        video's summary row is committed as soon as all its units are.
         """
         if not 0 <= first <= last:
             raise ValueError(f"unit range {first}..{last} of video {video_id!r} is empty or negative")
@@ -379,38 +428,25 @@ class ManifestWriter:
                     f"units {first}..{last}"
                 )
         key = self.unit_key(video_id, first, last)
-        existing = self.output.record(key)
-        if existing is None:
-            self._check_overlap(video_id, first, last)
-            rows = sorted(rows, key=lambda r: r.frame_index)
-            partial = VideoPartial.of(rows, (first, last), self.run.num_classes, len(errors))
-            parts = [Part("frames", encode_parquet(frames_table(rows)), len(rows))]
-            if errors:
-                parts.append(Part("errors", encode_parquet(errors_table(list(errors), self.run.job_id)), len(errors)))
-            if resume_point is not None:
-                parts.append(Part("state", resume_point, 1))
-            meta = {"video_id": video_id, "units": [first, last], "partial": partial.to_json()}
-            existing, committed = self.output.commit(key, parts, meta, self.observer)
-        else:
-            committed = False
+        rows = sorted(rows, key=lambda r: r.frame_index)
+        partial = VideoPartial.of(rows, (first, last), self.run.num_classes, len(errors))
+        ledger = {"video_id": video_id, "kind": "units", "unit_first": first, "unit_last": last}
+        ledger |= {"frames": len(rows), "error_rows": len(errors), "partial": json.dumps(partial.to_json())}
+        committed = self._commit(
+            key, {"frames": frames_table(rows), "errors": self._errors(errors)}, ledger, resume_point
+        )
         if units_expected is not None:
             self.finalize_video(video_id, units_expected, require_complete=True)
-        return existing, committed
+        return committed
 
-    def resume_point(self, video_id: str, first: int, last: int) -> bytes | None:
-        """The resume point committed with units first..last, if that unit carried one."""
-        record = self.output.record(self.unit_key(video_id, first, last))
-        files = [f for f in record.files if f.table == "state"] if record else []
-        return self.output.read(files[0].path) if files else None
-
-    def commit_errors(self, name: str, errors: Sequence[InputError]) -> tuple[UnitRecord, bool]:
+    def commit_errors(self, name: str, errors: Sequence[InputError]) -> bool:
         """Commit errors met outside any video's units (e.g. a shard that cannot be indexed).
 
         `name` identifies the unit (e.g. the shard URL), so a retry commits nothing twice.
         """
         key = UnitKey(self.run.job_id, ERRORS_SCOPE, safe_key(name))
-        part = Part("errors", encode_parquet(errors_table(list(errors), self.run.job_id)), len(errors))
-        return self.output.commit(key, [part], {"errors": len(errors)}, self.observer)
+        ledger = {"video_id": None, "kind": "errors", "frames": 0, "error_rows": len(errors)}
+        return self._commit(key, {"errors": self._errors(errors)}, ledger)
 
     def finalize_video(
         self,
@@ -418,8 +454,8 @@ class ManifestWriter:
         units_expected: int | None = None,
         require_complete: bool = False,
         planned: Collection[int] | None = None,
-    ) -> UnitRecord | None:
-        """Commit the video's summary row once; returns its record, or None while incomplete.
+    ) -> bool:
+        """Commit the video's summary row once; returns whether the video has it now.
 
         `planned` (the units a job will commit: a gap in the input is never committed) replaces
         0..units_expected-1 as what must be complete.
@@ -428,35 +464,44 @@ class ManifestWriter:
         (a video the job gives up on still gets its row).
         """
         scope = self.video_scope(video_id)
-        names = self.output.scope_names(self.run.job_id, scope)
-        summary_key = UnitKey(self.run.job_id, scope, SUMMARY_UNIT)
-        if SUMMARY_UNIT in names:
-            return self.output.record(summary_key)
+        ledger = self.ledger(scope, ["kind", "unit_first", "unit_last", "partial"]).to_pylist()
+        if any(r["kind"] == "summary" for r in ledger):
+            return True
+        units = [r for r in ledger if r["kind"] == "units"]
         if require_complete:
-            done = {s for a, b in _ranges(names) for s in range(a, b + 1)}
+            done = {s for r in units for s in range(r["unit_first"], r["unit_last"] + 1)}
             wanted = set(planned) if planned is not None else set(range(units_expected or 0))
             if (units_expected is None and planned is None) or not wanted <= done:
-                return None
-        records = [r for r in self.output.scope_records(self.run.job_id, scope) if r.key.name != SUMMARY_UNIT]
-        partials = [VideoPartial.from_json(r.meta["partial"]) for r in records]
-        row = video_row(video_id, partials, self.run, units_expected)
-        table = pa.Table.from_pylist([row], schema=VIDEOS_SCHEMA)
-        record, _ = self.output.commit(
-            summary_key, [Part("videos", encode_parquet(table), 1)], {"video_id": video_id}, self.observer
-        )
-        return record
+                return False
+        partials = [VideoPartial.from_json(json.loads(r["partial"])) for r in units]
+        row = pa.Table.from_pylist([video_row(video_id, partials, self.run, units_expected)], schema=VIDEOS_SCHEMA)
+        summary = {"video_id": video_id, "kind": "summary", "frames": 0, "error_rows": 0}
+        self._commit(UnitKey(self.run.job_id, scope, SUMMARY_UNIT), {"videos": row}, summary)
+        return True
 
-    def _check_overlap(self, video_id: str, first: int, last: int) -> None:
-        for a, b in _ranges(self.output.scope_names(self.run.job_id, self.video_scope(video_id))):
-            if a <= last and first <= b and (a, b) != (first, last):
-                raise CommitError(
-                    f"units {first}..{last} of video {video_id!r} overlap the committed unit {a}..{b} "
-                    f"in {self.output.url}; plan the resume from committed_units() so no unit is "
-                    "committed twice"
-                )
+    def _errors(self, errors: Sequence[InputError]) -> pa.Table | None:
+        return errors_table(list(errors), self.run.job_id) if errors else None
 
-
-def _ranges(names: list[str]) -> list[tuple[int, int]]:
-    """Segment ranges of a video's committed units, read off their names."""
-    matches = (_RANGE_NAME.fullmatch(name) for name in names)
-    return [(int(m.group(1)), int(m.group(2))) for m in matches if m]
+    def _commit(
+        self, key: UnitKey, tables: dict[str, pa.Table | None], ledger: dict, state: bytes | None = None
+    ) -> bool:
+        """Append the unit to each table (each exactly once), then its ledger row, which makes it done."""
+        out = self.output
+        if out.is_committed("units", key.app_id):
+            return False
+        self.observer("before_write", out.uri("units"))
+        for name, table in tables.items():
+            if table is not None and table.num_rows:
+                out.append_once(name, table, key.app_id, self.observer)
+        resume = None
+        if state is not None:
+            resume = key.state_path(uuid.uuid4().hex[:16])
+            out.write_once(resume, state, self.observer)
+        self.observer("after_write", out.uri("units"))
+        row = {"job_id": key.job_id, "scope": key.scope, "name": key.name, "unit_first": None, "unit_last": None}
+        row |= {**ledger, "resume_point": resume, "committed_at": utc_now(), "code_version": __version__}
+        row.setdefault("partial", None)
+        committed = out.append_once("units", pa.Table.from_pylist([row], schema=UNITS_SCHEMA), key.app_id)
+        if committed:
+            self.observer("after_commit", out.uri("units"))
+        return committed

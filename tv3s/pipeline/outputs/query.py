@@ -1,13 +1,12 @@
-"""SQL over an output's committed parts: DuckDB tables `frames`, `videos`, `errors`.
+"""SQL over an output's tables: DuckDB views `frames`, `videos`, `errors`, `units` over the Delta tables.
 
-Only the files of the committed view are read (never an abandoned attempt, never a part
-replaced by compaction). Object stores are reached through fsspec registered with
-DuckDB, not through DuckDB's httpfs extension, which cannot be downloaded everywhere.
+Each view scans its table's current snapshot (`DeltaTable.to_pyarrow_dataset()`): exactly the
+committed rows, read lazily with column and filter pushdown, on local disk and object stores
+alike (delta-rs reads the files; DuckDB needs no httpfs extension and sees no paths).
 
 Read-only, twice over: only SELECT (and EXPLAIN of one) is accepted, and before the
-user's SQL runs DuckDB is told to access no files but the view's and to refuse any
-configuration change afterwards, so even a statement that slipped through could not
-write into the output.
+user's SQL runs DuckDB is told to access no files at all and to refuse any configuration
+change afterwards, so even a statement that slipped through could not write anywhere.
 
 A predicate (`tv3s export --where`) is not a statement: `parse_predicate` admits only
 one condition on a frames row, which can narrow the rows it filters and do nothing else.
@@ -30,9 +29,7 @@ from .commit import Output
 
 FORMATS = ("table", "csv", "json", "parquet")
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-_FILES_HINT = (
-    f". A query reads only the output's tables {', '.join(TABLES)}: no other file, local or remote, can be read"
-)
+_FILES_HINT = f". A query reads only the output's tables {', '.join(TABLES)}: no file, local or remote, can be read"
 _PREDICATE_HOST = "SELECT * FROM frames"  # the statement a predicate is parsed in, as its WHERE
 _PREDICATE_EXAMPLE = "e.g. \"mean_confidence > 0.9 AND video_id LIKE 'cam%'\""
 
@@ -43,22 +40,9 @@ class QueryError(ValueError):
 
 def connect(output: Output) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the output's tables, locked to reading them."""
-    view = output.view()
     con = duckdb.connect(":memory:")
-    if not output.local:
-        con.register_filesystem(output.fs)
-    allowed = []
     for name, schema in TABLES.items():
-        files = [output.uri(f.path) for f in view.table_files(name)]
-        if files:
-            listing = ", ".join(sql_literal(f) for f in files)
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
-            allowed += files
-        else:  # no part yet: an empty table of the right columns, so queries still bind
-            con.register("_empty", schema.empty_table())
-            con.execute(f"CREATE TABLE {name} AS SELECT * FROM _empty")
-            con.unregister("_empty")
-    con.execute(f"SET allowed_paths = [{', '.join(sql_literal(f) for f in allowed)}]")
+        con.register(name, output.dataset(name, schema))
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -280,7 +264,3 @@ def _cell(value: object, max_width: int) -> str:
     else:
         text = str(value)
     return text if len(text) <= max_width else text[: max_width - 3] + "..."
-
-
-def sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
