@@ -9,6 +9,8 @@ requests); the rest are laid down in bulk with the same files and transactions (
 100k units one by one would take hours and measure nothing new). Then, timed:
 
 - `commit`: one more unit through `ManifestWriter.commit_units` at this size;
+- `status` over a ledger never merged (one file per unit), then the ledger merged as a running
+  job does every 500 units (`compact_ledger`), and after it:
 - `resume read`: `finished_video_keys` + `committed_units` of one video (what a re-run reads);
 - `status`: `job_progress` (one aggregate over the ledger);
 - `query`: `connect` + `SELECT count(*) FROM frames`;
@@ -33,13 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the S3 server's request counter
 
 from tv3s.jobs.runner import job_paths  # noqa: E402
 from tv3s.jobs.status import job_progress  # noqa: E402
 from tv3s.pipeline.outputs.commit import Output  # noqa: E402
-from tv3s.pipeline.outputs.compact import compact  # noqa: E402
+from tv3s.pipeline.outputs.compact import compact, compact_ledger  # noqa: E402
 from tv3s.pipeline.outputs.manifest import (  # noqa: E402
     ManifestWriter,
     RunInfo,
@@ -132,10 +135,25 @@ def bulk_commit(output: Output, table: str, schema: pa.Schema, parts: list[tuple
         rel = f"{table}/part-{uuid.uuid4().hex}.parquet"
         blob = encode_parquet(data)
         output.fs.pipe_file(output.full(rel), blob)
-        stats = json.dumps({"numRecords": data.num_rows})
+        stats = json.dumps(_stats(data))
         actions.append(AddAction(rel.split("/", 1)[1], len(blob), {}, int(time.time() * 1000), True, stats))
     props = CommitProperties(app_transactions=[Transaction(app_id, 1) for app_id, _ in parts])
     output.table(table).create_write_transaction(actions, "append", schema, commit_properties=props)
+
+
+def _stats(data: pa.Table) -> dict:
+    """Delta file statistics as delta-rs writes them (row count, min/max of the string and integer
+    columns), so that readers skip files exactly as they do over a real job's files."""
+    keep = [f.name for f in data.schema if pa.types.is_string(f.type) or pa.types.is_integer(f.type)]
+    lo = {c: pc.min(data[c]).as_py() for c in keep}
+    hi = {c: pc.max(data[c]).as_py() for c in keep}
+    nulls = {c: data[c].null_count for c in keep}
+    return {
+        "numRecords": data.num_rows,
+        "minValues": {k: v for k, v in lo.items() if v is not None},
+        "maxValues": {k: v for k, v in hi.items() if v is not None},
+        "nullCount": nulls,
+    }
 
 
 def lay_down(output: Output, start: int, stop: int, mask: bytes) -> None:
@@ -199,6 +217,8 @@ def measure(output: Output, units: int, real: int, requests: Counter) -> dict:
     out["commit"] = timed(
         "commit one more unit", lambda: writer.commit_units(video_id(extra), 0, 0, _frame_rows(extra, mask)), requests
     )
+    out["status_unmerged"] = timed("status, ledger never merged", lambda: job_progress(output, "bench"), requests)
+    out["merge_ledger"] = timed("merge the ledger (a job: every 500)", lambda: compact_ledger(output), requests)
     out["resume"] = timed(
         "resume read", lambda: (writer.finished_video_keys(), writer.committed_units(video_id(0))), requests
     )

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..pipeline.ingest.index import build_index
 from ..pipeline.ingest.partitions import partition_loaders
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
+from ..pipeline.outputs.compact import LEDGER_COMPACT_UNITS, compact_ledger
 from ..pipeline.outputs.manifest import ManifestWriter, encode_parquet, safe_key
 from ..pipeline.storage import Store
 from ..schemas.errors import ErrorKind, InputError
@@ -271,6 +272,7 @@ class JobRunner:
         self.store = Store(spec.storage_options())
         self.output = open_output(spec)
         self.paths = {k: self.output.full(v) for k, v in job_paths(spec.name).items()}
+        self._ledger_compacted_at = 0  # units committed when the ledger was last merged
 
     def run(self) -> JobSummary:
         import ray
@@ -301,6 +303,8 @@ class JobRunner:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
             self._request(0)
+        if summary.units_committed:
+            self._compact_ledger(summary)
         summary.seconds = time.perf_counter() - started
         summary.labeling_seconds = time.perf_counter() - ready
         if summary.state == "running":
@@ -400,10 +404,13 @@ class JobRunner:
             progress.count(outcome)
 
     def _report(self, flight: _Flight, summary: JobSummary, progress: _Progress) -> None:
-        """Every 2 s: live frame counts on the progress bar and the driver's status record."""
+        """Every 2 s: live frame counts on the progress bar and the driver's status record; every
+        LEDGER_COMPACT_UNITS units committed, the ledger's small files merged."""
         if time.monotonic() - progress.last_report <= 2:
             return
         progress.last_report = time.monotonic()
+        if summary.units_committed - self._ledger_compacted_at >= LEDGER_COMPACT_UNITS:
+            self._compact_ledger(summary)
         if self.progress:
             progress.show(self._live_frames(flight.live, progress.frames_seen))
         summary.seconds = time.perf_counter() - self._started  # so far: `tv3s status` rates from it
@@ -485,6 +492,15 @@ class JobRunner:
         return [remote.remote(spec_json) for _ in range(count)]
 
     # ------------------------------------------------------------------ bookkeeping
+    def _compact_ledger(self, summary: JobSummary) -> None:
+        """Merge the ledger's one-row files; an optimisation, so a failure (a conflict with another
+        compaction) is logged and the job goes on."""
+        self._ledger_compacted_at = summary.units_committed
+        try:
+            compact_ledger(self.output)
+        except Exception as exc:  # deltalake's errors, or the store's: nothing is lost by skipping
+            log.warning("merging the units ledger's files failed (%s); the job goes on", failure_reason(exc))
+
     def _plan_and_record(self, partitions: list[Callable[[], pa.Table]]) -> tuple[_PlanTotals, ChainPlan]:
         """Plan every partition once, for the totals and the planning errors, and record the plan (the
         spec, then a chain table per partition) unless this job recorded it before. One partition's
