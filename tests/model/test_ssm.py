@@ -147,3 +147,22 @@ def test_scan_stays_float32_under_autocast():
     assert y_auto.dtype == torch.float32 and h_auto.dtype == torch.float32
     torch.testing.assert_close(y_auto, y, atol=0, rtol=0)
     torch.testing.assert_close(h_auto, h, atol=0, rtol=0)
+
+
+def test_backend_resolution_on_cpu():
+    """'auto' on CPU is the pure path; 'triton' there needs triton's interpreter and says so."""
+    import importlib.util
+    import os
+
+    from tv3s.model.ssm import resolve_backend
+
+    x = torch.zeros(1, 2, 4)
+    assert resolve_backend(x, "auto") == "torch"
+    assert resolve_backend(x, "torch", needs_grad=True) == "torch"
+    with pytest.raises(ValueError, match="triton"):
+        resolve_backend(x, "mamba")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return  # the interpreter runs it (tests/model/test_triton_scan.py)
+    missing = importlib.util.find_spec("triton") is None
+    with pytest.raises(RuntimeError, match="needs the triton package" if missing else "TRITON_INTERPRET=1"):
+        selective_scan(*scan_inputs(length=2), backend="triton")

@@ -59,3 +59,13 @@ def test_bad_geometry_is_refused():
         WindowGeometry(40, 40, 20, 20, 25, True)
     with pytest.raises(ValueError, match="multiple"):
         WindowGeometry(50, 40, 20, 20, 10, True)
+
+
+def test_groups_on_a_device_are_copied_once():
+    """The model asks for every layer's groups on its device: one copy per geometry, not per call."""
+    from tv3s.model.windows import layer_groups_on
+
+    geom = WindowGeometry(40, 60, 20, 20, 10, True)
+    on = layer_groups_on(geom, True, torch.device("cpu"))
+    assert on is layer_groups_on(geom, True, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(on, layer_groups(geom, shifted=True)))

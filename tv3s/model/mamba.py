@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ssm import causal_conv1d, selective_scan
-from .windows import WindowGeometry, layer_groups
+from .windows import WindowGeometry, layer_groups_on
 
 
 class MixerState(NamedTuple):
@@ -126,7 +126,7 @@ def _mix_windows(
     state: tuple[MixerState, ...] | None,
     backend: str,
 ) -> tuple[torch.Tensor, tuple[MixerState, ...]]:
-    """Run ``mixer`` over every window sequence of ``tokens`` [B, T, H*W, C].
+    """Run ``mixer`` over every window sequence of ``tokens`` [B, T, H*W, C] (``groups`` on its device).
 
     A window's sequence is its tokens in (t, h, w) order: frame after frame, row-major
     inside the window (the official ``(b i j) (t h w) c`` flattening). Sequences of a group
@@ -137,7 +137,6 @@ def _mix_windows(
     new_state = []
     for g, idx in enumerate(groups):
         n, length = idx.shape
-        idx = idx.to(tokens.device)
         seq = tokens[:, :, idx].permute(0, 2, 1, 3, 4).reshape(b * n, t * length, c)
         y, st = mixer(seq, None if state is None else state[g], backend)
         out[:, :, idx.reshape(-1)] = (
@@ -177,7 +176,7 @@ class WindowedMambaStack(nn.Module):
         new_state: list[tuple[MixerState, ...]] = []
         for i, layer in enumerate(self.layers):
             residual = hidden if residual is None else residual + hidden
-            groups = layer_groups(geom, shifted=i % 2 == 1)
+            groups = layer_groups_on(geom, i % 2 == 1, x.device)
             hidden, layer_state = _mix_windows(
                 layer.mixer, layer.norm(residual), groups, None if state is None else state[i], backend
             )

@@ -67,7 +67,8 @@ class TV3S(nn.Module):
         self.cfg = cfg
         self.backbone = build_backbone(cfg)
         self.decode_head = TV3SHead(cfg.head)
-        # "auto": fused CUDA kernels when installed and on GPU; "torch": always the pure path.
+        # "auto": on a GPU the Triton kernels (inference) or mamba-ssm's (training) when installed;
+        # "torch": always the pure path; "triton" / "cuda": those kernels or an error (ssm.resolve_backend).
         self.backend = "auto"
         self.checkpoint_sha256: str | None = None
         self._digest_key: tuple | None = None

@@ -10,10 +10,11 @@ Here both primitives take a state and return the final one:
   gated by ``silu(z)``, from ``h_0 = initial_state``.
 
 The pure-PyTorch scan is a two-level scan over chunks of tokens (see :func:`_scan_block`)
-and is the path on CPU; it gives the same numbers on any machine. When mamba-ssm / causal-conv1d
-CUDA kernels are importable and the tensors live on a GPU, the kernels are used instead: the
-kernel scan starts from zero, and the initial state's contribution, being linear, is added
-exactly afterwards (:func:`initial_state_response`).
+and is the path on CPU; it gives the same numbers on any machine. On a GPU (``backend``, see
+:func:`resolve_backend`) inference runs the Triton kernels of triton_scan.py, which start from
+the state in one launch each; training, which needs a backward, runs mamba-ssm / causal-conv1d's
+CUDA kernels when installed: their scan starts from zero, and the initial state's
+contribution, being linear, is added exactly afterwards (:func:`initial_state_response`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _MAX_CHUNK = 64
 # sequence in one block, about 50 tensor operations.
 _CPU_BLOCK_ELEMENTS = 1 << 19
 _GPU_BLOCK_ELEMENTS = 1 << 27
+# auto: the fastest that applies; torch: the pure path; cuda: mamba-ssm's kernels; triton: triton_scan.
+BACKENDS = ("auto", "torch", "cuda", "triton")
 
 
 @functools.cache
@@ -54,19 +57,61 @@ def kernels_available() -> bool:
     return _cuda_kernels() is not None and torch.cuda.is_available()
 
 
-def _use_kernels(x: torch.Tensor, backend: str) -> bool:
-    if backend == "torch":
-        return False
-    if backend == "cuda":
-        if not (kernels_available() and x.is_cuda):
-            raise RuntimeError(
-                "backend='cuda' needs mamba-ssm and causal-conv1d built with CUDA and tensors on a GPU; "
-                "install the 'gpu' extra (pip install 'tv3s[gpu]') or use backend='auto'"
-            )
-        return True
+@functools.cache
+def _triton_module():
+    """tv3s.model.triton_scan, imported (with triton) only when first asked for; None without triton."""
+    try:
+        from . import triton_scan
+    except ImportError:
+        return None
+    return triton_scan
+
+
+def _triton_refusal(x: torch.Tensor) -> str | None:
+    """Why the Triton kernels cannot run on ``x`` here (None: they can)."""
+    module = _triton_module()
+    if module is None:
+        return "backend='triton' needs the triton package (CUDA builds of torch bring it; or pip install triton)"
+    if not x.is_cuda and not module.INTERPRETED:
+        return (
+            "backend='triton' runs on CPU tensors only in Triton's interpreter: set TRITON_INTERPRET=1 "
+            "before triton is first imported (slow; for tests), or use backend='torch' on CPU"
+        )
+    return None
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def resolve_backend(x: torch.Tensor, backend: str, needs_grad: bool = False) -> str:
+    """The implementation that runs for ``backend`` on ``x``: 'torch', 'cuda' (mamba-ssm) or 'triton'.
+
+    'auto' on a GPU prefers Triton for inference: it starts from the state in one launch,
+    where mamba-ssm's scan starts from zero and needs the state's response added after.
+    Triton has no backward, so training (``needs_grad``) takes mamba-ssm's kernels when
+    installed, else the differentiable PyTorch scan; forcing 'triton' there is an error.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "cuda" and not (kernels_available() and x.is_cuda):
+        raise RuntimeError(
+            "backend='cuda' needs mamba-ssm and causal-conv1d built with CUDA and tensors on a GPU; "
+            "install the 'gpu' extra (pip install 'tv3s[gpu]') or use backend='auto'"
+        )
+    if backend == "triton":
+        refusal = _triton_refusal(x)
+        if refusal is None and needs_grad:
+            refusal = "backend='triton' is inference-only (no backward); train with backend='auto' or 'torch'"
+        if refusal is not None:
+            raise RuntimeError(refusal)
     if backend != "auto":
-        raise ValueError(f"backend must be 'auto', 'torch' or 'cuda', got {backend!r}")
-    return x.is_cuda and kernels_available()
+        return backend
+    if not x.is_cuda:
+        return "torch"
+    if not needs_grad and _triton_refusal(x) is None:
+        return "triton"
+    return "cuda" if kernels_available() else "torch"
 
 
 def causal_conv1d(
@@ -85,12 +130,15 @@ def causal_conv1d(
     """
     n, length, d = x.shape
     k = weight.shape[-1]
+    chosen = resolve_backend(x, backend, _needs_grad(x, weight, bias, conv_state))
+    if chosen == "triton":
+        return _triton_module().causal_conv1d(x, weight, bias, conv_state)
     if conv_state is None:
         conv_state = x.new_zeros(n, k - 1, d)
     extended = torch.cat([conv_state.to(x.dtype), x], dim=1)
     new_state = extended[:, extended.shape[1] - (k - 1) :].contiguous()
     w2d = weight.reshape(d, k)
-    if _use_kernels(x, backend):
+    if chosen == "cuda":
         _, conv_fn = _cuda_kernels()
         y = conv_fn(extended.transpose(1, 2).contiguous(), w2d, bias, activation="silu")[..., k - 1 :]
         return y.transpose(1, 2), new_state
@@ -266,6 +314,10 @@ def selective_scan(
     Token-major shapes: u, delta, z [N, L, D]; A [D, S]; B, C [N, L, S]; D, delta_bias [D];
     initial_state [N, D, S] (zeros when None). Returns (y [N, L, D], final state [N, D, S]).
     """
+    needs_grad = _needs_grad(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    chosen = resolve_backend(u, backend, needs_grad)
+    if chosen == "triton":  # float32 inside the kernel whatever the input dtypes
+        return _triton_module().selective_scan(u, delta, A, B, C, D, z, delta_bias, initial_state)
     dtype = u.dtype
     # float32 throughout, also under bf16/fp16 autocast (which would run the y = C·h products in
     # half precision): the state that is carried and saved must not drift.
@@ -274,30 +326,11 @@ def selective_scan(
         n, _, d = u.shape
         if delta_bias is not None:
             delta = delta + delta_bias.float()
-        if _use_kernels(u, backend):
-            scan_fn, _ = _cuda_kernels()
-            y, last = scan_fn(
-                u.transpose(1, 2).contiguous(),
-                delta.transpose(1, 2).contiguous(),
-                A.contiguous(),
-                B.transpose(1, 2).contiguous(),
-                C.transpose(1, 2).contiguous(),
-                None if D is None else D.float(),
-                None,
-                None,
-                True,
-                return_last_state=True,
-            )
-            y = y.transpose(1, 2)
-            if initial_state is not None:
-                dy, dlast = initial_state_response(F.softplus(delta), A, C, initial_state.float())
-                y, last = y + dy, last + dlast
+        if chosen == "cuda":
+            y, last = _scan_mamba_ssm(u, delta, A, B, C, D, initial_state)
         else:
             delta = F.softplus(delta)
             h0 = u.new_zeros(n, d, A.shape[1]) if initial_state is None else initial_state.float()
-            needs_grad = torch.is_grad_enabled() and any(
-                t.requires_grad for t in (u, delta, A, B, C, h0, D, z, delta_bias) if t is not None
-            )
             scan = _scan_torch_differentiable if needs_grad else _scan_torch
             y, last = scan(u, delta, A, B, C, h0)
             if D is not None:
@@ -305,6 +338,37 @@ def selective_scan(
         if z is not None:
             y = y * F.silu(z.float())
     return y.to(dtype), last
+
+
+def _scan_mamba_ssm(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    initial_state: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """mamba-ssm's fused scan from zero plus the initial state's (linear) response; float32 inputs,
+    delta before softplus, no z (the caller gates)."""
+    scan_fn, _ = _cuda_kernels()
+    y, last = scan_fn(
+        u.transpose(1, 2).contiguous(),
+        delta.transpose(1, 2).contiguous(),
+        A.contiguous(),
+        B.transpose(1, 2).contiguous(),
+        C.transpose(1, 2).contiguous(),
+        None if D is None else D.float(),
+        None,
+        None,
+        True,
+        return_last_state=True,
+    )
+    y = y.transpose(1, 2)
+    if initial_state is not None:
+        dy, dlast = initial_state_response(F.softplus(delta), A, C, initial_state.float())
+        y, last = y + dy, last + dlast
+    return y, last
 
 
 def selective_scan_reference(

@@ -84,6 +84,15 @@ def layer_groups(geom: WindowGeometry, shifted: bool) -> tuple[torch.Tensor, ...
         return _build_groups(geom, shifted)
 
 
+@functools.lru_cache(maxsize=64)
+def layer_groups_on(geom: WindowGeometry, shifted: bool, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """:func:`layer_groups` on ``device``, copied once. A copy from host memory every layer would
+    make the host wait there for all the GPU work queued before it (torch synchronises a
+    blocking host-to-device copy), so it could no longer launch ahead of the GPU."""
+    with torch.inference_mode(False):
+        return tuple(g.to(device) for g in layer_groups(geom, shifted))
+
+
 def _build_groups(geom: WindowGeometry, shifted: bool) -> tuple[torch.Tensor, ...]:
     H, W, wh, ww, s = geom.height, geom.width, geom.window_h, geom.window_w, geom.shift
     grid = torch.arange(H * W).reshape(H, W)

@@ -1,0 +1,32 @@
+"""benchmarks/gpu.py keeps working where there is no GPU: its --smoke runs on tiny shapes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_gpu_benchmark(*flags: str) -> str:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--smoke", "--device", "cpu", *flags]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_smoke_prints_every_section():
+    out = run_gpu_benchmark()
+    for heading in ("1. model only", "2. scan and conv", "3. pipeline without Ray"):
+        assert heading in out, out
+    assert "(backend torch)" in out and "x model only" in out, out
+
+
+@pytest.mark.slow
+def test_smoke_parity_passes_on_the_first_fixture():
+    out = run_gpu_benchmark("--parity")
+    assert "tv3s-parity-small" in out and out.rstrip().endswith("ok"), out

@@ -1,0 +1,206 @@
+"""Triton kernels for the Mamba mixer's inference path, each starting from a given state.
+
+Stream inference continues every window's recurrence from the state the previous chunk
+left. The PyTorch scan (ssm.py) does that in tens of tensor operations per call, and
+mamba-ssm's fused scan cannot start from a state at all (its initial state is added
+afterwards, another ~10 operations). Here each primitive is one launch for all sequences
+of a window group (the batch dimension N covers every window of every video):
+
+* :func:`selective_scan` - one program per (sequence, block of channels) holds the
+  [BLOCK_D, S] state in registers, in float32, and walks the L tokens in order:
+  ``h = exp(Δ A) ⊙ h + Δ B u``, ``y = C·h + D u``, times ``silu(z)``. Inputs may be
+  bf16/fp16 (autocast); they are widened on load, so the state never leaves float32.
+* :func:`causal_conv1d` - depthwise causal conv + SiLU over [state | x] without the
+  concatenation: a token's left context is read from the conv state where it reaches
+  before the chunk. It also writes the new state (the last K-1 inputs), in the same launch.
+
+Importing this module imports triton; ssm.py does so only when this backend is chosen.
+On CPU tensors the kernels run only in Triton's interpreter (``TRITON_INTERPRET=1`` set
+before triton is first imported): slow, for tests. No backward: inference only.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# Channels per program on a GPU: 16 x 16 states is 8 registers per thread of one warp. Small
+# blocks give many programs (18 windows x 512 channels / 16 = 576 at B1 480p), which is what
+# keeps a GPU busy while each program walks its tokens one after the other. Not yet tuned on
+# a GPU. The interpreter runs programs one after another, each step a few numpy calls whose
+# cost hardly depends on their size: there, one program per sequence.
+_SCAN_BLOCK_D = 16
+_CONV_BLOCK_L = 32
+_CONV_BLOCK_D = 64
+
+
+@triton.jit
+def _selective_scan_kernel(
+    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, h0_ptr, y_ptr, h_ptr,
+    length, channels,
+    su_n, su_l, sdt_n, sdt_l, sb_n, sb_l, sc_n, sc_l, sz_n, sz_l, sy_n, sy_l,
+    STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+):  # fmt: skip
+    n = tl.program_id(0).to(tl.int64)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    s = tl.arange(0, BLOCK_S)
+    d_ok = d < channels
+    ds_ok = d_ok[:, None] & (s < STATES)[None, :]
+    ds = d[:, None] * STATES + s[None, :]
+    A = tl.load(a_ptr + ds, mask=ds_ok, other=0.0).to(tl.float32)
+    state_at = n * channels * STATES + ds
+    h = tl.zeros([BLOCK_D, BLOCK_S], dtype=tl.float32)
+    if HAS_H0:
+        h = tl.load(h0_ptr + state_at, mask=ds_ok, other=0.0).to(tl.float32)
+    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
+    if HAS_D:
+        skip = tl.load(d_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
+    # token 0's addresses, each moved on by its token stride per step
+    u_at, dt_at, y_at = u_ptr + n * su_n + d, dt_ptr + n * sdt_n + d, y_ptr + n * sy_n + d
+    b_at, c_at = b_ptr + n * sb_n + s, c_ptr + n * sc_n + s
+    if HAS_Z:
+        z_at = z_ptr + n * sz_n + d
+    for _ in range(length):
+        u = tl.load(u_at, mask=d_ok, other=0.0).to(tl.float32)
+        x = tl.load(dt_at, mask=d_ok, other=0.0).to(tl.float32) + bias
+        # softplus as torch's (threshold 20): log1p(exp(x)) without log1p, as log(p)·e/(p-1),
+        # exact to rounding (Goldberg's trick), and e itself once p = 1 + e rounds to 1
+        e = tl.exp(tl.minimum(x, 20.0))
+        p = 1.0 + e
+        rounded = p == 1.0
+        dt = tl.where(x > 20.0, x, tl.where(rounded, e, tl.log(p) * (e / tl.where(rounded, 1.0, p - 1.0))))
+        B = tl.load(b_at, mask=s < STATES, other=0.0).to(tl.float32)
+        C = tl.load(c_at, mask=s < STATES, other=0.0).to(tl.float32)
+        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * B[None, :]
+        y = tl.sum(h * C[None, :], axis=1)
+        if HAS_D:
+            y += u * skip
+        if HAS_Z:
+            z = tl.load(z_at, mask=d_ok, other=0.0).to(tl.float32)
+            y = y * (z / (1.0 + tl.exp(-z)))  # silu; written out: a nested jit call costs the interpreter ms
+            z_at += sz_l
+        tl.store(y_at, y.to(y_ptr.dtype.element_ty), mask=d_ok)
+        u_at += su_l
+        dt_at += sdt_l
+        b_at += sb_l
+        c_at += sc_l
+        y_at += sy_l
+    tl.store(h_ptr + state_at, h, mask=ds_ok)
+
+
+# Compiled for the GPU, or (TRITON_INTERPRET=1 when triton was imported) run by the interpreter.
+INTERPRETED = not isinstance(_selective_scan_kernel, triton.runtime.JITFunction)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """[N, L, X] with unit stride along X (the kernels take the other two strides as given,
+    so the mixer's views of its projections need no copy)."""
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    initial_state: torch.Tensor | None,
+    block_d: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ssm.selective_scan's contract in one launch: y [N, L, D] in u's dtype, final state float32.
+
+    ``block_d`` (a power of two) overrides the channels per program.
+    """
+    u, delta, B, C = _rows(u), _rows(delta), _rows(B), _rows(C)
+    z = None if z is None else _rows(z)
+    n, length, channels = u.shape
+    states = A.shape[1]
+    y = torch.empty(n, length, channels, dtype=u.dtype, device=u.device)
+    h = torch.empty(n, channels, states, dtype=torch.float32, device=u.device)
+    h0 = None if initial_state is None else initial_state.float().contiguous()
+    if block_d is None:
+        block_d = triton.next_power_of_2(channels) if INTERPRETED else _SCAN_BLOCK_D
+    grid = (n, triton.cdiv(channels, block_d))
+    _selective_scan_kernel[grid](
+        u, delta, A.float().contiguous(), B, C,
+        D, z, delta_bias, h0, y, h,
+        length, channels,
+        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
+        C.stride(0), C.stride(1), *(z.stride()[:2] if z is not None else (0, 0)), y.stride(0), y.stride(1),
+        STATES=states, BLOCK_D=block_d, BLOCK_S=triton.next_power_of_2(states),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
+        num_warps=1,
+    )  # fmt: skip
+    return y, h
+
+
+@triton.jit
+def _extended(x_ptr, state_ptr, n, p, d, length, sx_n, sx_l, ss_n, ss_l, mask, LEFT: tl.constexpr):
+    """Element p of [conv state | x] (LEFT = K-1 state rows) along the token axis, 0 where masked."""
+    from_state = tl.load(state_ptr + n * ss_n + p * ss_l + d, mask=mask & (p < LEFT), other=0.0)
+    from_x = tl.load(x_ptr + n * sx_n + (p - LEFT) * sx_l + d, mask=mask & (p >= LEFT) & (p < length + LEFT), other=0.0)
+    return from_state.to(tl.float32) + from_x.to(tl.float32)
+
+
+@triton.jit
+def _causal_conv_kernel(
+    x_ptr, state_ptr, w_ptr, bias_ptr, y_ptr, new_state_ptr,
+    length, channels,
+    sx_n, sx_l, ss_n, ss_l, sy_n, sy_l,
+    K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    n = tl.program_id(0).to(tl.int64)
+    t = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+    d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_ok = d < channels
+    ok = (t < length)[:, None] & d_ok[None, :]
+    # Cross-correlation over the extended sequence: y[t] = b + Σ_j w[j] · ext[t + j] (ssm.py's order).
+    acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
+    for j in tl.static_range(K):
+        w = tl.load(w_ptr + d * K + j, mask=d_ok, other=0.0).to(tl.float32)
+        ext = _extended(x_ptr, state_ptr, n, t[:, None] + j, d[None, :], length, sx_n, sx_l, ss_n, ss_l, ok, K - 1)
+        acc += ext * w[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + d, mask=d_ok, other=0.0).to(tl.float32)[None, :]
+    y = acc / (1.0 + tl.exp(-acc))  # silu
+    tl.store(y_ptr + n * sy_n + t[:, None] * sy_l + d[None, :], y.to(y_ptr.dtype.element_ty), mask=ok)
+    if tl.program_id(1) == 0:  # the new state: ext[L .. L+K-2], the last K-1 inputs
+        i = tl.arange(0, BLOCK_K)
+        keep = (i < K - 1)[:, None] & d_ok[None, :]
+        tail = _extended(
+            x_ptr, state_ptr, n, length + i[:, None], d[None, :], length, sx_n, sx_l, ss_n, ss_l, keep, K - 1
+        )
+        out = new_state_ptr + n * (K - 1) * channels + i[:, None] * channels + d[None, :]
+        tl.store(out, tail.to(new_state_ptr.dtype.element_ty), mask=keep)
+
+
+def causal_conv1d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_state: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ssm.causal_conv1d's contract in one launch: (activations [N, L, D], new state [N, K-1, D]).
+
+    Same dtypes as the PyTorch path: activations in x's dtype promoted with the weight's, the
+    state in x's dtype (it holds inputs, so that is exact).
+    """
+    x = _rows(x)
+    n, length, channels = x.shape
+    k = weight.shape[-1]
+    state = x.new_zeros(n, k - 1, channels) if conv_state is None else _rows(conv_state)
+    y = torch.empty(n, length, channels, dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
+    new_state = torch.empty(n, k - 1, channels, dtype=x.dtype, device=x.device)
+    grid = (n, triton.cdiv(length, _CONV_BLOCK_L), triton.cdiv(channels, _CONV_BLOCK_D))
+    _causal_conv_kernel[grid](
+        x, state, weight.reshape(channels, k).contiguous(), bias, y, new_state,
+        length, channels,
+        x.stride(0), x.stride(1), state.stride(0), state.stride(1), y.stride(0), y.stride(1),
+        K=k, HAS_BIAS=bias is not None, BLOCK_L=_CONV_BLOCK_L, BLOCK_D=_CONV_BLOCK_D,
+        BLOCK_K=triton.next_power_of_2(max(1, k - 1)),
+    )  # fmt: skip
+    return y, new_state
