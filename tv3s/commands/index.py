@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
@@ -47,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write INDEX_URI as a folder of P partitions (whole videos each, by a hash of the video id), so "
         "jobs plan one partition at a time: for archives of millions of samples (about 1M samples a partition)",
     )
+    parser.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="scan on the Ray cluster at ADDR (host:port, or auto): batches of shards become tasks spread "
+        "over its CPUs, for archives of many shards; without it, this process scans --workers at a time",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_store_arguments(parser)
     parser.set_defaults(run=run)
@@ -63,14 +71,46 @@ def run(args: argparse.Namespace) -> int:
         print(f"tv3s index: error: --partitions must be at least 1, got {args.partitions}", file=sys.stderr)
         return 2
     store = store_from_args(args)
+    with _cluster(args.address):
+        return _index(args, store)
+
+
+@contextlib.contextmanager
+def _cluster(address: str | None) -> Iterator[None]:
+    """Connected to the Ray cluster at `address` for the scan (nothing without one, or when this
+    process is connected already)."""
+    import ray
+
+    if address is None or ray.is_initialized():
+        yield
+        return
+
+    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _index(args: argparse.Namespace, store) -> int:
+    on_ray = args.address is not None
     try:
         if args.partitions:
             result = build_partitioned_index(
-                args.shards, args.out, store, args.partitions, args.key_pattern, args.workers, not args.no_progress
+                args.shards,
+                args.out,
+                store,
+                args.partitions,
+                args.key_pattern,
+                args.workers,
+                not args.no_progress,
+                on_ray,
             )
             samples, videos, runs, chain_errors = _plan_summary(index_partitions(args.out, store))
         else:
-            result = build_index(args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress)
+            result = build_index(
+                args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress, on_ray=on_ray
+            )
             write_table(result.table, args.out, store)
             samples, videos, runs, chain_errors = _plan_summary([result.table])
         errors = result.errors + chain_errors

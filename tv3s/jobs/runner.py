@@ -88,12 +88,15 @@ def job_partitions(
     """The job's index as one loader per partition, and the errors met indexing.
 
     A partitioned index (`tv3s index --partitions`) is read one partition at a time; shards
-    given directly are indexed here, in memory, as one partition.
+    given directly are indexed here, in memory, as one partition (by Ray tasks on the job's
+    cluster when this process is connected to one).
     """
     if spec.inputs.index is not None:
         return partition_loaders(spec.inputs.index, store), []
+    import ray
+
     kwargs = {"key_pattern": spec.inputs.key_pattern} if spec.inputs.key_pattern else {}
-    result = build_index(spec.inputs.shards, store, progress=progress, **kwargs)
+    result = build_index(spec.inputs.shards, store, progress=progress, on_ray=ray.is_initialized(), **kwargs)
     return [lambda: result.table], list(result.errors)
 
 

@@ -1,7 +1,8 @@
 """Reading the archive: shards and their index in, one video's frames out, in order.
 
 A shard's tar headers are walked without fetching member data (`tarscan`); members are
-grouped into WebDataset samples (`samples`); `build_index` writes one row per sample and
+grouped into WebDataset samples (`samples`); `build_index` writes one row per sample (shards
+scanned by threads, or by Ray tasks on a cluster: `scan_tasks`) and
 `plan_videos` orders each video's samples into runs. Readers then fetch a video's bytes
 with ranged requests (`fetch`), decode them (`decode`, the project's only decoder),
 resize them by the official rule (`resize`) and hand them over in chunks that say where

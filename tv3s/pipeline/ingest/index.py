@@ -313,21 +313,40 @@ def build_index(
     key_pattern: str = DEFAULT_KEY_PATTERN,
     workers: int = 8,
     progress: bool = False,
+    on_ray: bool = False,
 ) -> IndexResult:
-    """Index every shard matched by `patterns` (in parallel), rows in shard order, in memory (see
-    `partitions.build_partitioned_index` for archives too large to hold)."""
+    """Index every shard matched by `patterns` (in parallel; as Ray tasks with `on_ray`), rows in shard
+    order, in memory (see `partitions.build_partitioned_index` for archives too large to hold)."""
     urls, errors = store.expand(patterns)
-    shards = list(iter_shard_indexes(urls, store, key_pattern, workers, progress))
+    shards = list(shard_indexes(urls, store, key_pattern, workers, progress, on_ray))
     errors += [e for shard in shards for e in shard.errors]
     table = pa.concat_tables([INDEX_SCHEMA.empty_table(), *(shard.table for shard in shards)])
     return IndexResult(table, errors, len(urls), sum(s.members for s in shards))
 
 
-def iter_shard_indexes(
-    urls: list[str], store: Store, key_pattern: str = DEFAULT_KEY_PATTERN, workers: int = 8, progress: bool = False
+def shard_indexes(
+    urls: list[str], store: Store, key_pattern: str, workers: int, progress: bool, on_ray: bool
 ) -> Iterator[ShardIndex]:
-    """Each shard's index, in shard order, scanned `workers` at a time (header scans wait on storage,
-    so threads suffice); at most 2 x `workers` shards' results are held before they are taken."""
+    """Each shard's index in shard order: from this process's threads, or from Ray tasks on the cluster
+    this process is connected to."""
+    if not on_ray:
+        return iter_shard_indexes(urls, store, key_pattern, workers, progress)
+    from .scan_tasks import ray_shard_indexes
+
+    return ray_shard_indexes(urls, store, key_pattern, workers, progress)
+
+
+def iter_shard_indexes(
+    urls: list[str],
+    store: Store,
+    key_pattern: str = DEFAULT_KEY_PATTERN,
+    workers: int = 8,
+    progress: bool = False,
+    first: int = 0,
+) -> Iterator[ShardIndex]:
+    """Each shard's index, in shard order (numbered from `first`), scanned `workers` at a time (header
+    scans wait on storage, so threads suffice); at most 2 x `workers` shards' results are held before
+    they are taken. `scan_tasks.ray_shard_indexes` spreads the same over a Ray cluster."""
     window = 2 * max(1, workers)
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
@@ -335,7 +354,7 @@ def iter_shard_indexes(
     ):
         pending: deque = deque()
         for i, url in enumerate(urls):
-            pending.append(pool.submit(index_shard, url, i, store, key_pattern))
+            pending.append(pool.submit(index_shard, url, first + i, store, key_pattern))
             if len(pending) >= window:
                 yield pending.popleft().result()
                 bar.update()

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from ...schemas.index import INDEX_SCHEMA, INDEX_VERSION
 from ..storage import Store
-from .index import IndexResult, iter_shard_indexes, read_index
+from .index import IndexResult, read_index, shard_indexes
 from .order import SORT_KEYS, SORTED_KEY, SORTED_VALUE
 from .samples import DEFAULT_KEY_PATTERN
 
@@ -105,6 +105,7 @@ def build_partitioned_index(
     key_pattern: str = DEFAULT_KEY_PATTERN,
     workers: int = 8,
     progress: bool = False,
+    on_ray: bool = False,
 ) -> IndexResult:
     """`build_index` streamed into a partitioned index at `uri`: each shard's rows go to their
     partitions as the shard is scanned, so no process holds the archive's index. The result's
@@ -112,7 +113,7 @@ def build_partitioned_index(
     urls, errors = store.expand(patterns)
     writer = PartitionedIndexWriter(uri, store, partitions)
     members = 0
-    for shard in iter_shard_indexes(urls, store, key_pattern, workers, progress):
+    for shard in shard_indexes(urls, store, key_pattern, workers, progress, on_ray):
         writer.add(shard.table)
         errors += shard.errors
         members += shard.members
