@@ -35,7 +35,7 @@ def test_tasks_give_the_single_process_index(cluster, shards):
     """(The cluster fixture connects this process to the cluster.)"""
     alone = build_index(shards, Store())
     parts = list(ray_shard_indexes(shards, Store(), per_task=2, in_flight=2))
-    on_ray = build_index(shards, Store(), on_ray=True)
+    on_ray = build_index(shards, Store(), ray_from=1)
     assert pa.concat_tables([p.table for p in parts]).equals(alone.table)  # shard order, global shard numbers
     assert on_ray.table.equals(alone.table) and on_ray.errors == alone.errors
     assert {e.kind.value for e in alone.errors} >= {"not_found"} and len(alone.errors) >= 2

@@ -93,7 +93,7 @@ def _cluster(address: str | None) -> Iterator[None]:
 
 
 def _index(args: argparse.Namespace, store) -> int:
-    on_ray = args.address is not None
+    ray_from = None if args.address is None else 1
     try:
         if args.partitions:
             result = build_partitioned_index(
@@ -104,12 +104,12 @@ def _index(args: argparse.Namespace, store) -> int:
                 args.key_pattern,
                 args.workers,
                 not args.no_progress,
-                on_ray,
+                ray_from,
             )
             samples, videos, runs, chain_errors = _plan_summary(index_partitions(args.out, store))
         else:
             result = build_index(
-                args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress, on_ray=on_ray
+                args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress, ray_from=ray_from
             )
             write_table(result.table, args.out, store)
             samples, videos, runs, chain_errors = _plan_summary([result.table])

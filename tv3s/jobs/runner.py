@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..pipeline.ingest.index import build_index
 from ..pipeline.ingest.partitions import partition_loaders
+from ..pipeline.ingest.scan_tasks import JOB_RAY_FROM
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
 from ..pipeline.outputs.compact import LEDGER_COMPACT_UNITS, compact_ledger
 from ..pipeline.outputs.manifest import ManifestWriter, encode_parquet, safe_key
@@ -89,14 +90,15 @@ def job_partitions(
 
     A partitioned index (`tv3s index --partitions`) is read one partition at a time; shards
     given directly are indexed here, in memory, as one partition (by Ray tasks on the job's
-    cluster when this process is connected to one).
+    cluster when this process is connected to one and there are many shards).
     """
     if spec.inputs.index is not None:
         return partition_loaders(spec.inputs.index, store), []
     import ray
 
     kwargs = {"key_pattern": spec.inputs.key_pattern} if spec.inputs.key_pattern else {}
-    result = build_index(spec.inputs.shards, store, progress=progress, on_ray=ray.is_initialized(), **kwargs)
+    ray_from = JOB_RAY_FROM if ray.is_initialized() else None
+    result = build_index(spec.inputs.shards, store, progress=progress, ray_from=ray_from, **kwargs)
     return [lambda: result.table], list(result.errors)
 
 

@@ -313,23 +313,24 @@ def build_index(
     key_pattern: str = DEFAULT_KEY_PATTERN,
     workers: int = 8,
     progress: bool = False,
-    on_ray: bool = False,
+    ray_from: int | None = None,
 ) -> IndexResult:
-    """Index every shard matched by `patterns` (in parallel; as Ray tasks with `on_ray`), rows in shard
-    order, in memory (see `partitions.build_partitioned_index` for archives too large to hold)."""
+    """Index every shard matched by `patterns` (in parallel; as Ray tasks when there are at least
+    `ray_from` shards), rows in shard order, in memory (see `partitions.build_partitioned_index` for
+    archives too large to hold)."""
     urls, errors = store.expand(patterns)
-    shards = list(shard_indexes(urls, store, key_pattern, workers, progress, on_ray))
+    shards = list(shard_indexes(urls, store, key_pattern, workers, progress, ray_from))
     errors += [e for shard in shards for e in shard.errors]
     table = pa.concat_tables([INDEX_SCHEMA.empty_table(), *(shard.table for shard in shards)])
     return IndexResult(table, errors, len(urls), sum(s.members for s in shards))
 
 
 def shard_indexes(
-    urls: list[str], store: Store, key_pattern: str, workers: int, progress: bool, on_ray: bool
+    urls: list[str], store: Store, key_pattern: str, workers: int, progress: bool, ray_from: int | None
 ) -> Iterator[ShardIndex]:
-    """Each shard's index in shard order: from this process's threads, or from Ray tasks on the cluster
-    this process is connected to."""
-    if not on_ray:
+    """Each shard's index in shard order: from this process's threads, or, for at least `ray_from` shards
+    (None: never), from Ray tasks on the cluster this process is connected to."""
+    if ray_from is None or len(urls) < ray_from:
         return iter_shard_indexes(urls, store, key_pattern, workers, progress)
     from .scan_tasks import ray_shard_indexes
 

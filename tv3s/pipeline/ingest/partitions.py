@@ -105,7 +105,7 @@ def build_partitioned_index(
     key_pattern: str = DEFAULT_KEY_PATTERN,
     workers: int = 8,
     progress: bool = False,
-    on_ray: bool = False,
+    ray_from: int | None = None,
 ) -> IndexResult:
     """`build_index` streamed into a partitioned index at `uri`: each shard's rows go to their
     partitions as the shard is scanned, so no process holds the archive's index. The result's
@@ -113,7 +113,7 @@ def build_partitioned_index(
     urls, errors = store.expand(patterns)
     writer = PartitionedIndexWriter(uri, store, partitions)
     members = 0
-    for shard in shard_indexes(urls, store, key_pattern, workers, progress, on_ray):
+    for shard in shard_indexes(urls, store, key_pattern, workers, progress, ray_from):
         writer.add(shard.table)
         errors += shard.errors
         members += shard.members

@@ -19,6 +19,9 @@ from .index import ShardIndex, iter_shard_indexes
 from .samples import DEFAULT_KEY_PATTERN
 
 SHARDS_PER_TASK = 16
+# A job connected to a cluster scans on it from this many shards: fewer are as quick from the
+# driver's own threads, and need no worker node (an autoscaling cluster would start one).
+JOB_RAY_FROM = 4 * SHARDS_PER_TASK
 
 
 def _scan_batch(urls: list[str], first: int, store: Store, key_pattern: str, workers: int) -> list[ShardIndex]:
