@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import uuid
 
 NAME = "submit"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -29,8 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ray.job_submission import JobSubmissionClient
-
+    from ..api import submit
     from ..schemas.job import JobSpecError, load_job_spec
 
     try:
@@ -38,19 +36,16 @@ def run(args: argparse.Namespace) -> int:
     except JobSpecError as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 2
-    client = JobSubmissionClient(args.address)
-    submission = client.submit_job(
-        entrypoint="tv3s run --spec-from-env TV3S_JOB_SPEC --quiet",
-        runtime_env={"env_vars": {"TV3S_JOB_SPEC": spec.model_dump_json()}},
-        submission_id=f"tv3s-{spec.name}-{uuid.uuid4().hex[:8]}",
-        metadata={"tv3s_job": spec.name, "output": spec.output},
-    )
+    job = submit(spec, address=args.address)
+    submission = job.submission
     print(f"submitted job {spec.name} as {submission}")
     print(f"  follow: ray job logs --address {args.address} -f {submission}   progress: tv3s status {spec.output}")
     if not args.wait:
         return 0
-    while (status := str(client.get_job_status(submission)).rsplit(".", 1)[-1]) not in TERMINAL:
+    status = job.driver_state()
+    while status not in TERMINAL:
         time.sleep(1)
+        status = job.driver_state()
     print(f"{submission}: {status}")
-    sys.stdout.write(client.get_job_logs(submission)[-2000:])
+    sys.stdout.write(job.log())
     return 0 if status == "SUCCEEDED" else 1

@@ -41,6 +41,10 @@ from .worker import ChainOutcome
 log = logging.getLogger(__name__)
 JOBS_DIR = f"{META_DIR}/jobs"
 CANCEL_CHECK_S = 2.0  # how often the driver looks for a cancel request
+# When a job was handed to a driver started for it (tv3s.submit): a cancel asked since counts.
+SUBMITTED_ENV = "TV3S_SUBMITTED_AT"
+_LOADED_AT = utc_now()  # else when this process loaded the driver: before it started Ray, so a cancel
+# asked while the job starts counts (`tv3s run` imports this first thing)
 
 
 class JobError(RuntimeError):
@@ -110,7 +114,18 @@ def plan_job(spec: JobSpec, store: Store, progress: bool = False) -> tuple[Chain
 
 
 def request_cancel(output: Output, name: str) -> None:
-    output.fs.pipe_file(output.full(job_paths(name)["cancel"]), utc_now().encode())
+    """Ask the job's driver to stop after the current units: a marker holding when it was asked."""
+    path = output.full(job_paths(name)["cancel"])
+    output.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    output.fs.pipe_file(path, utc_now().encode())
+
+
+def _clear_stale_cancel(output: Output, name: str, started: str) -> None:
+    """A cancel asked before this run started was for an earlier run: running again resumes a cancelled
+    job. One asked since (a job cancelled while it starts) stands."""
+    path = output.full(job_paths(name)["cancel"])
+    if output.fs.exists(path) and output.fs.cat_file(path).decode(errors="replace") < started:
+        output.fs.rm_file(path)
 
 
 def read_status(output: Output, name: str) -> dict | None:
@@ -283,12 +298,12 @@ class JobRunner:
         import ray
 
         started = self._started = time.perf_counter()
+        self._started_at = os.environ.get(SUBMITTED_ENV) or _LOADED_AT
         spec = self.spec
         partitions, input_errors = job_partitions(spec, self.store, self.progress)
         totals, last = self._plan_and_record(partitions)
         input_errors += totals.errors
-        if self.output.fs.exists(self.paths["cancel"]):
-            self.output.fs.rm_file(self.paths["cancel"])  # running again resumes a cancelled job
+        _clear_stale_cancel(self.output, spec.name, self._started_at)
         summary = JobSummary(spec.name, "running", totals.videos, totals.chains, totals.units)
         self._write_status(summary)
         wanted = spec.resources.autoscale_max_actors or spec.resources.actors
