@@ -17,6 +17,7 @@ from .commands import (
     compact,
     demo,
     demo_clip,
+    diff,
     export,
     index,
     job_control,
@@ -52,6 +53,7 @@ COMMANDS = (
     compact,
     render,
     export,
+    diff,
     eval_,
     k8s,
 )
