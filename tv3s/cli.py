@@ -24,6 +24,7 @@ from .commands import (
     k8s,
     query,
     render,
+    review,
     run,
     schema,
     segment,
@@ -54,6 +55,7 @@ COMMANDS = (
     render,
     export,
     diff,
+    review,
     eval_,
     k8s,
 )

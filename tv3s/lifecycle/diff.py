@@ -22,7 +22,7 @@ from ..schemas.classes import ClassSet
 from .compare import agreement, class_iou, confusion, mean_iou
 from .diff_schema import DIFF_TABLES, SUMMARY
 from .sides import Side
-from .tables import TableWriter
+from .tables import TableWriter, is_used
 
 FETCH_FRAMES = 32
 
@@ -211,8 +211,7 @@ def common_classes(a: Side, b: Side) -> ClassSet:
 
 
 def refuse_used(dest: Output) -> None:
-    """A diff goes to a new location: rows appended to an older diff's tables would mix two diffs."""
-    if dest.fs.exists(dest.root) and dest.fs.ls(dest.root, detail=False):
+    if is_used(dest.fs, dest.root):
         raise DiffError(f"{dest.url} is not empty; write the diff to a new --out, or delete {dest.url} first")
 
 

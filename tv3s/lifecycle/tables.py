@@ -9,6 +9,7 @@ folders and object stores (with their credentials and endpoint) work alike.
 from __future__ import annotations
 
 import duckdb
+import fsspec
 import pyarrow as pa
 
 from ..pipeline.outputs.commit import Output
@@ -47,6 +48,12 @@ class TableWriter:
             uri = self.dest.table_uri(self.name)
             write_deltalake(uri, table, mode="append", storage_options=self.dest.delta_options())
             self._rows, self._created = [], True
+
+
+def is_used(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Whether a destination already holds something: results go to new locations, since rows or files
+    added to an earlier result would mix the two."""
+    return bool(fs.exists(path) and fs.ls(path, detail=False))
 
 
 def other_tables(output: Output) -> list[str]:
