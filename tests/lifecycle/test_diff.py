@@ -253,3 +253,35 @@ def test_the_command_line_and_tv3s_query_over_the_diff(perturbed, tmp_path, caps
     assert "is not empty" in capsys.readouterr().err
     assert main(["diff", a.url, b.url, "--out", str(tmp_path / "d2"), "--job-b", "nope"]) == 2
     assert "job 'nope' has no frames" in capsys.readouterr().err
+
+
+def test_a_diff_of_outputs_on_the_object_store_into_the_object_store(s3, tmp_path, monkeypatch, capsys):
+    from deltalake import DeltaTable
+
+    from tv3s.cli import main
+
+    videos = ("video 0/x", "video 1/x")
+    job_a = {v: video_rows(RUN, v, seed=s) for s, v in enumerate(videos)}
+    job_b = {v: video_rows(OTHER, v, seed=s, perturbation=0.5) for s, v in enumerate(videos)}
+    bucket = s3.make_bucket("tv3s-diff")
+    a, b = Output(f"{bucket}/a", s3.storage_options), Output(f"{bucket}/b", s3.storage_options)
+    write_job(a, RUN, job_a)
+    write_job(b, OTHER, job_b)
+    dest = Output(f"{bucket}/diff", s3.storage_options)
+    side_a, side_b = open_side("A", a, None), open_side("B", b, None)
+    summary = diff_outputs(side_a, side_b, dest)
+    (path,) = render_most_changed(side_a, side_b, dest, side_a.classes(), 1, True, Store(s3.storage_options))
+    assert path == f"{bucket}/diff/most-changed/000.png"
+    local_a, local_b = Output(str(tmp_path / "a")), Output(str(tmp_path / "b"))
+    write_job(local_a, RUN, job_a)
+    write_job(local_b, OTHER, job_b)
+    run_diff(local_a, local_b, tmp_path / "local")  # the same rows on local disk
+    rows = DeltaTable(dest.table_uri("frames"), storage_options=dest.delta_options()).to_pyarrow_table().to_pylist()
+    local = {(r["video_id"], r["frame_index"]): r["agreement"] for r in _rows(tmp_path / "local" / "frames")}
+    assert {(r["video_id"], r["frame_index"]): r["agreement"] for r in rows} == local and len(local) == 12
+    assert json.loads(dest.read("_diff.json"))["agreement"] == summary.to_json()["agreement"]
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    sql = "SELECT sum(pixels)::BIGINT AS p FROM confusion"
+    assert main(["query", dest.url, sql, "--format", "json", "--endpoint-url", s3.endpoint_url]) == 0
+    assert json.loads(capsys.readouterr().out)["p"] == summary.to_json()["pixels"]
