@@ -165,6 +165,9 @@ def test_an_edited_cvat_export_imports_to_shards_holding_the_edits(review, tmp_p
     image = next(s.image for s in videos[keys[first][0]] if s.frame_index == keys[first][1])
     assert image == (dest / "images" / f"{first}.jpg").read_bytes()
     assert json.loads((tmp_path / "shards" / "_import.json").read_text())["format"] == "cvat"
+    zipfile.ZipFile(src).extractall(tmp_path / "unpacked")  # the same export as a folder
+    unpacked = import_review(str(tmp_path / "unpacked"), str(dest), str(tmp_path / "from-folder"), Store())
+    assert {k: m.tolist() for k, m in shard_masks(unpacked.shards).items()} == {k: m.tolist() for k, m in got.items()}
 
 
 def brush(mask: np.ndarray, name: str) -> dict:

@@ -100,7 +100,7 @@ def run_export(args: argparse.Namespace) -> int:
         "rare_share": args.rare_share,
     }
     try:
-        side = open_side("review", Output(args.output, options), args.job)
+        side = open_side("OUTPUT", Output(args.output, options), args.job)
         picks = pick_frames(side.con, side.job_id, args.frames, args.min_gap, args.per_video, args.rare_share)
         result = export_review(side, picks, args.to, Store(options), settings, args.image_url)
     except QueryError as exc:

@@ -100,6 +100,9 @@ def annotations(
     """The export's format and, per frame, (review entry, a reader of its label map: None if not annotated).
 
     Labels are read when the shard writer comes to them, so a large export is never all in memory."""
+    fs, path = store.filesystem(src)
+    if not fs.exists(path):
+        raise ReviewError(f"{src}: no such file or folder; give CVAT's .zip (or its folder) or Label Studio's .json")
     if src.endswith(".json"):
         tasks = json.loads(store.read_all(src))
         check_labels(tasks, classes)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import duckdb
 
 from ..pipeline.outputs.commit import Output
-from ..pipeline.outputs.query import connect, resolve_job
+from ..pipeline.outputs.query import QueryError, connect, resolve_job
 from ..pipeline.outputs.render import resolve_classes
 from ..schemas.classes import ClassSet
 
@@ -23,7 +23,7 @@ _ROW_COLUMNS = "frame_index, width, height, mask_png, mean_confidence, source_ur
 class Side:
     """A job's frames in an output, read through the output's read-only SQL connection."""
 
-    name: str  # "A" or "B": how messages and captions call it
+    name: str  # how messages and captions call it: "A" or "B" in a diff
     url: str
     job_id: str
     con: duckdb.DuckDBPyConnection
@@ -55,6 +55,10 @@ class Side:
 
 
 def open_side(name: str, output: Output, job_id: str | None) -> Side:
-    """The side `name` over `output`: the job given, or the output's only job (QueryError otherwise)."""
+    """The side `name` over `output`: the job given, or the output's only job (QueryError naming the side
+    otherwise)."""
     con = connect(output)
-    return Side(name, output.url, resolve_job(con, job_id), con)
+    try:
+        return Side(name, output.url, resolve_job(con, job_id), con)
+    except QueryError as exc:
+        raise QueryError(f"{name} {output.url}: {exc}") from exc
