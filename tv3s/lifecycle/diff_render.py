@@ -24,7 +24,7 @@ from .tables import connect_tables
 
 CHANGED = (255, 0, 255)
 SHEETS = "most-changed"
-_HINT = "draw the diff's sheets with --masks-only to show the masks without it"
+_HINT = "the diff tables are written; to draw the sheets without sources, diff into a new --out with --masks-only"
 
 
 def most_changed(dest: Output, count: int) -> list[dict]:
