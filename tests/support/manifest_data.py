@@ -42,10 +42,17 @@ def smooth_logits(num_classes: int, h: int, w: int, seed: int) -> torch.Tensor:
 
 
 def video_rows(
-    run: RunInfo, video_id: str, segments: int = 2, per_segment: int = 3, size: tuple[int, int] = SIZE, seed: int = 0
+    run: RunInfo,
+    video_id: str,
+    segments: int = 2,
+    per_segment: int = 3,
+    size: tuple[int, int] = SIZE,
+    seed: int = 0,
+    perturbation: float = 0.0,
 ) -> dict[int, list[FrameRow]]:
     """Rows of one video, by segment, from smooth logits at 1/4 of `size` that drift from
-    frame to frame (so consecutive masks mostly agree, like a real video's)."""
+    frame to frame (so consecutive masks mostly agree, like a real video's). A `perturbation`
+    adds that much of other smooth logits: another model's labels of the same video."""
     labeler = VideoLabeler(run)
     h, w = -(-size[0] // 4), -(-size[1] // 4)
     base = smooth_logits(run.num_classes, h, w, seed)
@@ -68,7 +75,10 @@ def video_rows(
                 state_reset_reason=ResetReason.video_start if first else None,
             )
             drift = 0.3 * smooth_logits(run.num_classes, h, w, seed * 1000 + index + 1)
-            row, _ = labeler.label(base + drift, source)
+            logits = base + drift
+            if perturbation:
+                logits = logits + perturbation * smooth_logits(run.num_classes, h, w, 7919 + seed * 1000 + index)
+            row, _ = labeler.label(logits, source)
             rows.append(row)
         out[segment] = rows
     return out
@@ -153,9 +163,10 @@ def sorted_rows(table: pa.Table) -> list[dict]:
 SCENE_H, SCENE_W, SCENE_FRAMES = 48, 64, 6
 
 
-def scene(t: int) -> tuple[np.ndarray, torch.Tensor]:
-    """A frame (grey gradient) and logits: class 0 left, class 2 right, class 4 a box moving right;
-    later frames are less sure (smaller logits), so the last is the least confident."""
+def scene(t: int, shift: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+    """A frame (grey gradient) and logits: class 0 left, class 2 right, class 4 a box moving right
+    (`shift` logit cells further right: another model's labels); later frames are less sure
+    (smaller logits), so the last is the least confident."""
     h, w = SCENE_H, SCENE_W
     frame = np.zeros((h, w, 3), np.uint8)
     frame[..., 0] = np.linspace(40, 200, w, dtype=np.uint8)[None]
@@ -163,7 +174,7 @@ def scene(t: int) -> tuple[np.ndarray, torch.Tensor]:
     logits = torch.zeros(5, h // 4, w // 4)
     logits[0, :, : w // 8] = 1
     logits[2, :, w // 8 :] = 1
-    logits[4, 4:8, t : t + 4] = 2
+    logits[4, 4:8, t + shift : t + shift + 4] = 2
     return frame, logits * (6.0 - t)
 
 
@@ -189,8 +200,11 @@ def scene_sources() -> dict[str, bytes]:
     return sources
 
 
-def commit_scene_output(out: Output, run: RunInfo, urls: dict[str, str]) -> dict[str, dict[int, np.ndarray]]:
-    """Label videos 'clip' (urls['clip.mp4']) and 'still' (urls['shard.tar']) into `out`; their masks."""
+def commit_scene_output(
+    out: Output, run: RunInfo, urls: dict[str, str], shift: int = 0
+) -> dict[str, dict[int, np.ndarray]]:
+    """Label videos 'clip' (urls['clip.mp4']) and 'still' (urls['shard.tar']) into `out` (the box
+    `shift` cells further right); their masks."""
     writer = ManifestWriter(out, run)
     masks: dict[str, dict[int, np.ndarray]] = {}
     for video_id in ("clip", "still"):
@@ -209,7 +223,7 @@ def commit_scene_output(out: Output, run: RunInfo, urls: dict[str, str]) -> dict
                 temporal_state=TemporalState.reset if t == 0 else TemporalState.carried,
                 state_reset_reason=ResetReason.video_start if t == 0 else None,
             )
-            rows.append(labeler.label(scene(t)[1], source)[0])
+            rows.append(labeler.label(scene(t, shift)[1], source)[0])
         writer.commit_units(video_id, 0, 0, rows, units_expected=1)
         masks[video_id] = {r.frame_index: decode_mask_png(r.mask_png) for r in rows}
     return masks

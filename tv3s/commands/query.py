@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..lifecycle.tables import register_other_tables
 from ..pipeline.outputs.commit import CommitError
 from ..pipeline.outputs.query import FORMATS, QueryError, connect, format_table, run_query, write_result
 from .common import positive_int
@@ -33,7 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        table = run_query(connect(open_output(args)), args.sql)
+        output = open_output(args)
+        con = connect(output)
+        register_other_tables(con, output)  # a diff's confusion table beside its frames and videos
+        table = run_query(con, args.sql)
         if args.format == "table" and args.out is None:
             text = format_table(table, args.max_rows) + "\n"
         else:

@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -147,45 +147,59 @@ def _write_shard(
     quality: int,
     advance: Callable[[int], object],
 ) -> dict:
+    skipped: list[dict] = []
+
+    def samples() -> Iterator[dict]:
+        for row in _rows(con, job_id, predicate, chunk):
+            advance(1)
+            try:
+                frame = reader.frame(FrameRef(row["source_url"], row["source_member"], row["source_frame_index"]))
+                if frame.shape[:2] != (row["height"], row["width"]):
+                    raise SourceError(
+                        f"the source frame is {frame.shape[1]}x{frame.shape[0]} but its mask is "
+                        f"{row['width']}x{row['height']}: the source changed since labeling; {HINT}"
+                    )
+            except SourceError as exc:
+                skipped.append({"video_id": row["video_id"], "frame_index": row["frame_index"], "error": str(exc)})
+                continue
+            mask = row.pop("mask_png")
+            yield training_sample(row["video_id"], row["frame_index"], encode_jpeg(frame, quality), mask, row)
+
+    written = write_shard(samples(), url, store)
+    return {"shard": url, "samples": written, "skipped": skipped}
+
+
+def training_sample(video_id: str, frame_index: int, jpeg: bytes, mask_png: bytes, meta: dict) -> dict:
+    """One sample as `tv3s train` reads it: the frame (.jpg), its label map (.png) and `meta` (.json, which
+    must hold the video_id and frame_index the reader groups and orders samples by)."""
+    return {
+        "__key__": sample_key(video_id, frame_index),
+        "jpg": jpeg,
+        "png": mask_png,
+        "json": json.dumps(meta, default=_json_value).encode(),
+    }
+
+
+def write_shard(samples: Iterable[dict], url: str, store: Store) -> int:
+    """Write `samples` (`training_sample`s) as the shard at `url`; returns how many. Built in a temporary file
+    and placed with one rename (local disk) or one PUT (object store), so a shard is whole or absent."""
     import webdataset as wds
 
-    skipped: list[dict] = []
-    samples = 0
-    local = _is_local(url)
+    count = 0
     handle, tmp = _shard_file(url)
     try:
         with os.fdopen(handle, "wb") as raw, wds.TarWriter(raw) as writer:
-            for row in _rows(con, job_id, predicate, chunk):
-                try:
-                    frame = reader.frame(FrameRef(row["source_url"], row["source_member"], row["source_frame_index"]))
-                    if frame.shape[:2] != (row["height"], row["width"]):
-                        raise SourceError(
-                            f"the source frame is {frame.shape[1]}x{frame.shape[0]} but its mask is "
-                            f"{row['width']}x{row['height']}: the source changed since labeling; {HINT}"
-                        )
-                except SourceError as exc:
-                    skipped.append({"video_id": row["video_id"], "frame_index": row["frame_index"], "error": str(exc)})
-                    advance(1)
-                    continue
-                mask = row.pop("mask_png")
-                writer.write(
-                    {
-                        "__key__": sample_key(row["video_id"], row["frame_index"]),
-                        "jpg": _jpeg(frame, quality),
-                        "png": mask,
-                        "json": json.dumps(row, default=_json_value).encode(),
-                    }
-                )
-                samples += 1
-                advance(1)
-        if local:
+            for sample in samples:
+                writer.write(sample)
+                count += 1
+        if _is_local(url):
             os.replace(tmp, _local_path(url))
         else:
             store.put(tmp, url)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return {"shard": url, "samples": samples, "skipped": skipped}
+    return count
 
 
 def _shard_file(url: str) -> tuple[int, str]:
@@ -252,7 +266,7 @@ def _digest(selection: Sequence[tuple[str, int]]) -> str:
     return h.hexdigest()
 
 
-def _jpeg(frame: np.ndarray, quality: int) -> bytes:
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
