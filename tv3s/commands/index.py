@@ -8,7 +8,8 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from ..pipeline.ingest.index import build_index, default_errors_uri, write_errors, write_table
+from ..pipeline.ingest.index import default_errors_uri, write_errors, write_table
+from ..pipeline.ingest.inputs import index_inputs
 from ..pipeline.ingest.order import order_index
 from ..pipeline.ingest.partitions import build_partitioned_index, index_partitions
 from ..pipeline.ingest.samples import DEFAULT_KEY_PATTERN, key_regex
@@ -21,15 +22,17 @@ NAME = "index"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
-        help="index WebDataset shards (local or s3://) into a Parquet table",
-        description="Scan tar headers (no decoding) and write one row per sample: video id, segment or frame "
-        "index, shard URL, member names, byte offsets and sizes. Problems are written to an errors table.",
+        help="index WebDataset shards or raw video files and folders (local or s3://) into a Parquet table",
+        description="Scan tar headers (no decoding) and probe raw video files (ranged reads) and write one row per "
+        "sample: video id, segment or frame index, shard or file URL, member names, byte offsets and sizes. "
+        "Problems are written to an errors table.",
     )
     parser.add_argument(
         "shards",
         nargs="+",
         metavar="SHARDS_URL",
-        help="shard URLs, brace lists (shard-{000..099}.tar) or globs ('s3://b/p/*.tar')",
+        help="shard URLs, brace lists (shard-{000..099}.tar) or globs ('s3://b/p/*.tar'); video files, "
+        "folders or s3:// prefixes of them (--partitions: shards only)",
     )
     parser.add_argument("--out", required=True, metavar="INDEX_URI", help="Parquet file to write (local or s3://)")
     parser.add_argument("--errors", metavar="URI", help="errors table (default: INDEX_URI with .errors.parquet)")
@@ -62,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
     if args.partitions is not None and args.partitions < 1:
         print(f"tv3s index: error: --partitions must be at least 1, got {args.partitions}", file=sys.stderr)
         return 2
+    if args.partitions and not all(p.lower().endswith(".tar") for p in args.shards):
+        print(
+            "tv3s index: error: --partitions indexes shards (.tar) only: index video files and folders without it, "
+            "or pack them into shards first (tv3s shards pack)",
+            file=sys.stderr,
+        )
+        return 2
     store = store_from_args(args)
     try:
         if args.partitions:
@@ -70,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             )
             samples, videos, runs, chain_errors = _plan_summary(index_partitions(args.out, store))
         else:
-            result = build_index(args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress)
+            result = index_inputs(args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress)
             write_table(result.table, args.out, store)
             samples, videos, runs, chain_errors = _plan_summary([result.table])
         errors = result.errors + chain_errors
@@ -80,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tv3s index: error: cannot write the index: {exc}", file=sys.stderr)
         return 1
     print(
-        f"indexed {samples} samples of {videos} videos from {result.shards} shards "
+        f"indexed {samples} samples of {videos} videos from {result.shards} shards and files "
         f"({result.members} members) -> {args.out}"
     )
     print(f"  runs:   {runs} (a video is split at each gap)")

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from ..pipeline.ingest.index import build_index
+from ..pipeline.ingest.inputs import index_inputs
 from ..pipeline.ingest.partitions import partition_loaders
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
 from ..pipeline.outputs.manifest import ManifestWriter, encode_parquet, safe_key
@@ -86,13 +86,13 @@ def job_partitions(
 ) -> tuple[list[Callable[[], pa.Table]], list[InputError]]:
     """The job's index as one loader per partition, and the errors met indexing.
 
-    A partitioned index (`tv3s index --partitions`) is read one partition at a time; shards
-    given directly are indexed here, in memory, as one partition.
+    A partitioned index (`tv3s index --partitions`) is read one partition at a time; shards and
+    raw media given directly are indexed here, in memory, as one partition.
     """
     if spec.inputs.index is not None:
         return partition_loaders(spec.inputs.index, store), []
     kwargs = {"key_pattern": spec.inputs.key_pattern} if spec.inputs.key_pattern else {}
-    result = build_index(spec.inputs.shards, store, progress=progress, **kwargs)
+    result = index_inputs(spec.inputs.shards, store, progress=progress, **kwargs)
     return [lambda: result.table], list(result.errors)
 
 

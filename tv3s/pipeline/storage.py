@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import io
 import logging
 import random
 import re
@@ -67,6 +68,7 @@ TRANSIENT_ERRNOS = frozenset(
     }
 )
 GLOB_CHARS = re.compile(r"[*?\[]")
+RANGE_BLOCK = 1 << 20  # bytes per ranged request of a file opened with `Store.open`
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,47 @@ def _s3_defaults(options: dict) -> dict:
     return merged
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A file found under a folder or prefix: its URL, its path below that folder, its size."""
+
+    url: str
+    name: str
+    size: int
+
+
+class _RangedFile(io.RawIOBase):
+    """A read-only, seekable view of one file whose every read is a ranged `Store.read` (so the
+    store's retries apply), for readers that seek (PyAV): they fetch what they ask for, not the file."""
+
+    def __init__(self, store: Store, url: str, size: int) -> None:
+        super().__init__()
+        self.store, self.url, self.size, self.position = store, url, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), self.size - self.position)
+        if count <= 0:
+            return 0
+        data = self.store.read(self.url, self.position, self.position + count)
+        buffer[:count] = data
+        self.position += count
+        return count
+
+
 @dataclass
 class Store:
     """fsspec access with retries. `options` are s3fs options (endpoint, anon, ...), or empty.
@@ -333,6 +376,28 @@ class Store:
     def remove(self, url: str) -> None:
         fs, path = self.filesystem(url)
         self.call(url, lambda: fs.rm_file(path), stage="write")
+
+    def open(self, url: str, size: int | None = None) -> io.BufferedReader:
+        """`url` as a seekable binary file read in ranged requests of RANGE_BLOCK bytes (PyAV opens it to
+        probe or decode a video without downloading it first); `size` saves a request when known."""
+        total = self.size(url) if size is None else size
+        return io.BufferedReader(_RangedFile(self, url, total), RANGE_BLOCK)
+
+    def isdir(self, url: str) -> bool:
+        fs, path = self.filesystem(url)
+        return bool(self.call(url, lambda: fs.isdir(path)))
+
+    def find(self, url: str) -> list[Listed]:
+        """Every file under a folder or prefix, recursively, in name order ([] when there is none)."""
+        fs, path = self.filesystem(url)
+        found = self.call(url, lambda: fs.find(path, detail=True))
+        root = path.rstrip("/") + "/"
+        remote = "://" in url
+        return [
+            Listed(fs.unstrip_protocol(p) if remote else p, p[len(root) :], int(info.get("size") or 0))
+            for p, info in sorted(found.items())
+            if info.get("type") != "directory" and p.startswith(root)
+        ]
 
     def glob(self, pattern: str) -> list[str]:
         """URLs matching a glob pattern, sorted."""

@@ -12,10 +12,12 @@ valid for consecutive frames of one size.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
+from typing import BinaryIO
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from ..storage import StorageError, Store
 from .decode import REENCODE, DecodeError, decode_image, decode_video
 from .fetch import ErrorSink, coalesced, read_media_batch
 from .index import VideoRun
+from .media_index import WHOLE_FILE
 from .resize import ResizeRule, resize_frames
 
 
@@ -32,7 +35,7 @@ class FrameOrigin:
     """Where one decoded frame lives: shard URL, tar member, position inside the member."""
 
     url: str
-    member: str
+    member: str | None  # None when the file at `url` is the media itself (a raw video or image)
     position: int  # decode order inside the member (0 for an image)
     sample_index: int  # the index row's position: segment index, or frame number of a frame sample
 
@@ -157,7 +160,11 @@ def _read_batches(run: VideoRun) -> Iterator[list[dict]]:
         yield from coalesced(run.rows)
 
 
-def _fetch(rows: list[dict], store: Store) -> list[bytes | StorageError]:
+def _fetch(rows: list[dict], store: Store) -> list[bytes | BinaryIO | StorageError]:
+    """The batch's media bytes; a raw video file (no tar member) as a ranged file instead, which
+    the decoder reads as it goes (a recording can be larger than memory)."""
+    if len(rows) == 1 and rows[0]["sample_type"] == "segment" and rows[0]["media_member"] == WHOLE_FILE:
+        return [store.open(rows[0]["shard"], rows[0]["media_size"])]
     try:
         return read_media_batch(rows, store)
     except StorageError as exc:  # every sample of the batch is lost; each is reported
@@ -201,7 +208,7 @@ class _Cursor:
         self.reset = True
         self.previous = None
 
-    def sample(self, row: dict, blob: bytes | StorageError) -> Iterator[FrameChunk]:
+    def sample(self, row: dict, blob: bytes | BinaryIO | StorageError) -> Iterator[FrameChunk]:
         if isinstance(blob, StorageError):
             self._error(row, blob.record.kind, blob.record.message, blob.record.hint, stage="read")
             yield from self.restart()
@@ -210,7 +217,7 @@ class _Cursor:
         else:
             yield from self._frame(row, blob)
 
-    def _segment(self, row: dict, blob: bytes) -> Iterator[FrameChunk]:
+    def _segment(self, row: dict, blob: bytes | BinaryIO) -> Iterator[FrameChunk]:
         yield from self.flush()  # a chunk never spans two segments
         start = row["start_frame"]
         if start is not None and self.previous is not None and start != self.next_frame:
@@ -220,10 +227,15 @@ class _Cursor:
         first = self.next_frame
         self.position = 0
         try:
-            for rgb in decode_video(blob):
-                yield from self._add(row, rgb)
+            with contextlib.nullcontext() if isinstance(blob, bytes) else contextlib.closing(blob):
+                for rgb in decode_video(blob):
+                    yield from self._add(row, rgb)
         except DecodeError as exc:
             self._error(row, exc.kind, str(exc), exc.hint, frame=self.next_frame if exc.frames else None)
+            yield from self.restart()
+            return
+        except StorageError as exc:  # a raw file read as it is decoded: the rest of it is lost
+            self._error(row, exc.record.kind, exc.record.message, exc.record.hint, frame=self.next_frame, stage="read")
             yield from self.restart()
             return
         decoded = self.next_frame - first
@@ -298,7 +310,7 @@ class _Cursor:
         if not self.frames:
             self.first_frame, self.sample_index = self.next_frame, row["index"]
         self.frames.append(rgb)
-        self.refs.append(FrameOrigin(row["shard"], row["media_member"], self.position, row["index"]))
+        self.refs.append(FrameOrigin(row["shard"], row["media_member"] or None, self.position, row["index"]))
         self.position += 1
         self.next_frame += 1
         if len(self.frames) == self.chunk:
@@ -355,7 +367,7 @@ class _Cursor:
                 kind=kind,
                 stage=stage,
                 url=row["shard"],
-                member=row["media_member"],
+                member=row["media_member"] or None,
                 video_id=row["video_id"],
                 frame_index=frame,
                 message=message,

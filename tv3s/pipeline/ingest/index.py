@@ -317,10 +317,22 @@ def build_index(
     """Index every shard matched by `patterns` (in parallel), rows in shard order, in memory (see
     `partitions.build_partitioned_index` for archives too large to hold)."""
     urls, errors = store.expand(patterns)
+    return index_shard_urls(urls, store, key_pattern, workers, progress, errors)
+
+
+def index_shard_urls(
+    urls: list[str],
+    store: Store,
+    key_pattern: str = DEFAULT_KEY_PATTERN,
+    workers: int = 8,
+    progress: bool = False,
+    errors: list[InputError] | None = None,
+) -> IndexResult:
+    """`build_index` of shard URLs already expanded (`errors`: those met expanding them)."""
     shards = list(iter_shard_indexes(urls, store, key_pattern, workers, progress))
-    errors += [e for shard in shards for e in shard.errors]
+    found = [*(errors or []), *(e for shard in shards for e in shard.errors)]
     table = pa.concat_tables([INDEX_SCHEMA.empty_table(), *(shard.table for shard in shards)])
-    return IndexResult(table, errors, len(urls), sum(s.members for s in shards))
+    return IndexResult(table, found, len(urls), sum(s.members for s in shards))
 
 
 def iter_shard_indexes(

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..ingest.decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DecodeError, decode_image, decode_video
-from ..ingest.pack import natural_key
+from ..ingest.sources import natural_key
 
 
 class FramesError(ValueError):
