@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from tv3s.pipeline.ingest.chunks import iter_videos
+from tv3s.pipeline.ingest.chunks import iter_video, iter_videos
 from tv3s.pipeline.ingest.index import plan_videos
 from tv3s.pipeline.ingest.inputs import index_inputs
 from tv3s.pipeline.ingest.resize import ResizeRule
@@ -139,3 +139,15 @@ def test_a_missing_folder_is_named(tmp_path, suffix):
     result = index_inputs([str(tmp_path / "nope") + suffix], Store())
     assert result.table.num_rows == 0
     assert [e.kind.value for e in result.errors] == ["not_found"]
+
+
+def test_a_stride_reads_every_nth_frame_numbered_across_the_files_of_a_video(tmp_path):
+    src = make_source(tmp_path)
+    result = index_inputs([str(src)], Store())  # drive/: a sub-folder of two files, one video
+    runs = [run for run in plan_videos(result.table)[0] if run.video_id == "drive"]
+    errors = []
+    chunks = list(iter_video(runs, Store(), errors.append, ResizeRule(scale=None), chunk=2, stride=3))
+    assert errors == []
+    frames = [(c.frame_index + i * c.stride, read_stamp(f)) for c in chunks for i, f in enumerate(c.frames)]
+    assert frames == [(t, (1, t)) for t in (0, 3, 6, 9)]
+    assert [c.stride for c in chunks] == [3] * len(chunks)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tv3s.jobs.runner import open_output, plan_job
 from tv3s.pipeline.ingest.pack import pack
 from tv3s.pipeline.storage import Store
@@ -39,3 +41,17 @@ def test_a_glob_of_video_files_is_labelled_like_the_same_files_packed(tmp_path):
     packed = pack(str(src), str(tmp_path / "shards"), Store())
     shards_spec = job_spec(packed.shards, str(tmp_path / "packed"), name="raw")
     assert table_rows(label_reference(shards_spec), "frames", drop=SOURCE_COLUMNS) == raw  # masks and statistics
+
+
+def test_a_stride_labels_every_nth_frame_carrying_the_state_and_says_so(tmp_path):
+    src = footage(tmp_path / "footage")
+    spec = job_spec([str(src / "a.mp4")], str(tmp_path / "out"), inputs={"frame_stride": 3})
+    rows = table_rows(label_reference(spec), "frames")
+    assert [(r["frame_index"], r["frame_stride"], r["temporal_state"]) for r in rows] == [
+        (0, 3, "reset"),
+        (3, 3, "carried"),
+        (6, 3, "carried"),
+    ]
+    assert [r["source_frame_index"] for r in rows] == [0, 3, 6]
+    assert [r["timestamp_s"] for r in rows] == pytest.approx([0, 3 / 12, 6 / 12])
+    assert spec.fingerprint() != job_spec([str(src / "a.mp4")], str(tmp_path / "out")).fingerprint()

@@ -142,6 +142,12 @@ FRAMES_SCHEMA = _schema(
             True,
         ),
         _field("warmup_frames", pa.int32(), "earlier frames re-run to rebuild the state (warmed_up), else 0"),
+        _field(
+            "frame_stride",
+            pa.int32(),
+            "the job labelled every Nth frame of the video (frames 0, N, 2N, ...), N = this; 1 = every frame. "
+            "Null in rows written before the column existed (they are every frame)",
+        ),
         *_PROVENANCE,
     ],
 )
@@ -171,6 +177,7 @@ class FrameRow(BaseModel):
     temporal_state: TemporalState
     state_reset_reason: ResetReason | None = None
     warmup_frames: int = Field(default=0, ge=0)
+    frame_stride: int = Field(default=1, ge=1)
     model_id: str
     checkpoint_sha256: str | None = None
     inference_mode: str

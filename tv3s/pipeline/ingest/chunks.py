@@ -50,7 +50,10 @@ class FrameChunk:
     video frame number of `frames[0]` (from `start_frame` when the segment json gives
     it, otherwise counted from the first frame read). `sample_index` is the segment
     index, or the frame index of the first frame for frame sequences. `sources` locate
-    every frame, so results can point back at them.
+    every frame, so results can point back at them. Frame i is video frame
+    `frame_index + i * stride` (a stride of N reads every Nth frame, numbered as in the
+    video). `source_frames` are the frames before resizing, when the reader was asked to
+    keep them (to draw overlays at the source size).
     """
 
     video_id: str
@@ -61,6 +64,8 @@ class FrameChunk:
     source_size: tuple[int, int]
     sources: tuple[FrameOrigin, ...] = ()
     reset_reason: str | None = None
+    stride: int = 1
+    source_frames: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -91,12 +96,17 @@ def iter_video(
     on_error: ErrorSink,
     resize: ResizeRule = ResizeRule(),
     chunk: int = 16,
+    *,
+    stride: int = 1,
+    keep_source: bool = False,
 ) -> Iterator[FrameChunk]:
-    """All frames of one video's runs (from `plan_videos`), in order, in chunks of <= `chunk`.
+    """All frames of one video's runs (from `plan_videos`), in order, in chunks of <= `chunk`
+    (every `stride`-th frame only; with `keep_source`, the frames before resizing too).
 
     The next batch of bytes is fetched while the current one decodes.
     """
-    yield from iter_units(runs, store, on_error, None, resize, chunk)  # without unit_of, only chunks come
+    # without unit_of, only chunks come
+    yield from iter_units(runs, store, on_error, None, resize, chunk, stride=stride, keep_source=keep_source)
 
 
 def iter_units(
@@ -107,16 +117,19 @@ def iter_units(
     resize: ResizeRule = ResizeRule(),
     chunk: int = 16,
     resume: CursorState | None = None,
+    *,
+    stride: int = 1,
+    keep_source: bool = False,
 ) -> Iterator[FrameChunk | UnitEnd]:
     """`iter_video`, cut into commit units: a chunk never spans two units (`unit_of(row)`), and
     after each unit comes a `UnitEnd` with the cursor state to resume from. `resume` continues
     a video read elsewhere up to such a point, exactly as if it had never stopped.
     """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1 frame, got {chunk}")
+    if chunk < 1 or stride < 1:
+        raise ValueError(f"chunk and stride must be >= 1 frame, got {chunk} and {stride}")
     if not runs:
         return
-    cursor = _Cursor(runs[0].video_id, resize, chunk, on_error)
+    cursor = _Cursor(runs[0].video_id, resize, chunk, on_error, stride, keep_source)
     previous_run = None
     if resume is not None:
         cursor.restore(resume)
@@ -174,8 +187,11 @@ def _fetch(rows: list[dict], store: Store) -> list[bytes | BinaryIO | StorageErr
 class _Cursor:
     """Gathers one video's decoded frames into chunks and decides where the stream state restarts."""
 
-    def __init__(self, video_id: str, resize: ResizeRule, chunk: int, on_error: ErrorSink):
+    def __init__(
+        self, video_id: str, resize: ResizeRule, chunk: int, on_error: ErrorSink, stride: int, keep_source: bool
+    ) -> None:
         self.video_id, self.resize, self.chunk, self.on_error = video_id, resize, chunk, on_error
+        self.stride, self.keep_source = stride, keep_source
         self.frames: list[np.ndarray] = []
         self.refs: list[FrameOrigin] = []
         self.size: tuple[int, int] | None = None
@@ -274,6 +290,8 @@ class _Cursor:
     def _frame(self, row: dict, blob: bytes) -> Iterator[FrameChunk]:
         self.next_frame = row["index"]
         self.position = 0
+        if self.next_frame % self.stride:  # not sampled: not even decoded
+            return
         try:
             image = decode_image(blob)
         except DecodeError as exc:
@@ -292,6 +310,10 @@ class _Cursor:
         yield from self._add(row, image.rgb)
 
     def _add(self, row: dict, rgb: np.ndarray) -> Iterator[FrameChunk]:
+        if self.next_frame % self.stride:  # decoded only to reach the next sampled frame
+            self.position += 1
+            self.next_frame += 1
+            return
         size = (rgb.shape[1], rgb.shape[0])
         if not self.resize.fits(*size):
             yield from self._too_small(row, size)
@@ -354,6 +376,8 @@ class _Cursor:
             self.size,
             refs,
             self.reason if self.reset else None,
+            self.stride,
+            batch if self.keep_source else None,
         )
         self.reset = False
         self.reason = None

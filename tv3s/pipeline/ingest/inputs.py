@@ -55,14 +55,18 @@ def _add(url: str, inputs: Inputs, store: Store) -> None:
     if url.lower().endswith(SHARD_EXTENSION):
         inputs.shards.append(url)
     elif media_type(url) is not None:
-        inputs.videos.append(single_file(Listed(url, posixpath.basename(url), store.size(url))))
+        try:
+            inputs.videos.append(single_file(Listed(url, posixpath.basename(url), store.size(url))))
+        except StorageError as exc:
+            missing = exc.record.kind == ErrorKind.not_found
+            inputs.errors.append(_nothing_there(url, "no such file") if missing else exc.record)
     else:
         try:
             videos, errors = discover(url, store)
         except FileNotFoundError:
-            videos, errors = [], [_nothing_there(url, "is not a shard (.tar), a video or image file, nor a folder")]
+            videos, errors = [], [_nothing_there(url, "not a shard (.tar), a video or image file, nor a folder")]
         if not videos and not errors:
-            errors = [_nothing_there(url, "holds no video files and no images")]
+            errors = [_nothing_there(url, "the folder holds no video files and no images")]
         inputs.videos += videos
         inputs.errors += errors
 
@@ -72,7 +76,7 @@ def _nothing_there(url: str, what: str) -> InputError:
         kind=ErrorKind.not_found,
         stage="index",
         url=redact_url(url),
-        message=f"nothing to label: {redact_url(url)} {what}",
+        message=f"nothing to label: {what}",
         hint=f"name shards (.tar), video or image files ({MEDIA}), or folders or s3:// prefixes of them",
     )
 

@@ -121,6 +121,7 @@ class FrameSource:
     temporal_state: TemporalState = TemporalState.carried
     state_reset_reason: ResetReason | None = None
     warmup_frames: int = 0
+    frame_stride: int = 1
 
 
 class VideoLabeler:
