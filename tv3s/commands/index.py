@@ -14,7 +14,7 @@ from ..pipeline.ingest.order import order_index
 from ..pipeline.ingest.partitions import build_partitioned_index, index_partitions
 from ..pipeline.ingest.samples import DEFAULT_KEY_PATTERN, key_regex
 from ..pipeline.storage import StorageError
-from .store_args import add_store_arguments, error_summary, store_from_args
+from .store_args import add_store_arguments, error_summary, print_first_errors, store_from_args
 
 NAME = "index"
 
@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  runs:   {runs} (a video is split at each gap)")
     print(f"  errors: {error_summary(errors)} -> {errors_uri}")
+    print_first_errors(errors, sys.stderr)
+    if not samples:
+        print("tv3s index: error: no sample could be indexed (the first errors above say why)", file=sys.stderr)
     return 0 if samples else 1
 
 

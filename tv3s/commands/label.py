@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..jobs.preflight import PreflightError, check_checkpoint, check_ray_address
+    from ..jobs.preflight import PreflightError, check_checkpoint, check_inputs, check_ray_address
     from ..jobs.runner import JobError, run_job
     from ..pipeline.storage import Store
     from ..schemas.job import JobSpecError, load_job_spec
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS")
     store = Store(spec.storage_options())
     try:
+        check_inputs(spec, store)
         check_ray_address(address)
         check_checkpoint(spec, store)
         store.write(spec_url, spec_yaml(spec).encode())
@@ -70,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
     except (PreflightError, JobError) as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 1
-    from .run import print_summary
+    from .run import nothing_labelled, print_summary
 
     print_summary(summary)
+    if nothing_labelled(summary, spec, NAME):
+        return 1
     print_next_steps(spec, spec_url, args.endpoint_url)
     return 0 if summary.state in ("finished", "cancelled") else 1
 

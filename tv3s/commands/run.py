@@ -63,10 +63,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 1
     print_summary(summary)
-    print(f'  query it: tv3s query {spec.output} "SELECT video_id, frames, mean_confidence FROM videos"')
+    if not nothing_labelled(summary, spec, NAME):
+        print(f'  query it: tv3s query {spec.output} "SELECT video_id, frames, mean_confidence FROM videos"')
     # A cancel is the user's choice, not a failure: exit 0 so no scheduler (a RayJob's backoffLimit,
     # say) retries the job behind the user's back. `tv3s status` says it was cancelled.
-    return 0 if summary.state in ("finished", "cancelled") else 1
+    return 0 if summary.state in ("finished", "cancelled") and summary.videos else 1
+
+
+def nothing_labelled(summary, spec, command: str) -> bool:
+    """A job whose inputs gave no video at all is a mistake of its inputs: said as one, with where to look."""
+    if summary.videos:
+        return False
+    print(
+        f"tv3s {command}: error: nothing to label: the inputs gave no video ({summary.errors} input errors: see "
+        f"tv3s query {spec.output} \"SELECT url, message, hint FROM errors WHERE job_id = '{spec.name}'\")",
+        file=sys.stderr,
+    )
+    return True
 
 
 def print_summary(summary) -> None:

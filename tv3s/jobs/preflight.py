@@ -11,6 +11,7 @@ import socket
 from urllib.parse import urlsplit
 
 from ..model.checkpoint import CheckpointError, infer_config, read_checkpoint
+from ..pipeline.ingest.inputs import resolve_inputs
 from ..pipeline.storage import StorageError, Store, redact_url
 from ..schemas.errors import ErrorKind
 from ..schemas.job import JobSpec
@@ -24,6 +25,17 @@ ADDRESS_FIX = (
 
 class PreflightError(ValueError):
     """The job cannot start as given; the message names the setting and the fix."""
+
+
+def check_inputs(spec: JobSpec, store: Store) -> None:
+    """Some input names something to label (listed, not yet probed): a mistyped path fails here."""
+    if spec.inputs.index is not None:
+        return
+    found = resolve_inputs(spec.inputs.shards, store)
+    if not found.shards and not found.videos:
+        first = found.errors[0] if found.errors else None
+        why = f"{first.url}: {first.message}; {first.hint}" if first else "the input list is empty"
+        raise PreflightError(f"nothing to label: {why}")
 
 
 def check_checkpoint(spec: JobSpec, store: Store) -> None:

@@ -118,7 +118,7 @@ def classify(exc: BaseException) -> ErrorKind | None:
     """
     if isinstance(exc, FileNotFoundError):
         return ErrorKind.not_found
-    if isinstance(exc, PermissionError):
+    if isinstance(exc, PermissionError) or credentials_missing(exc):
         return ErrorKind.forbidden
     for link in cause_chain(exc):
         response = getattr(link, "response", None)
@@ -137,6 +137,11 @@ def classify(exc: BaseException) -> ErrorKind | None:
         if isinstance(link, OSError) and link.errno in TRANSIENT_ERRNOS:
             return None
     return ErrorKind.unreachable
+
+
+def credentials_missing(exc: BaseException) -> bool:
+    """botocore found no credentials at all (not a network failure: retrying cannot help)."""
+    return any(type(link).__name__ in ("NoCredentialsError", "PartialCredentialsError") for link in cause_chain(exc))
 
 
 def cause_chain(exc: BaseException) -> Iterable[BaseException]:
@@ -213,6 +218,10 @@ HINTS = {
     ErrorKind.unreachable: "the storage endpoint kept failing; check the endpoint URL (AWS_ENDPOINT_URL) and the "
     "network, then re-run the job for this input",
 }
+NO_CREDENTIALS_HINT = (
+    "no credentials for the object store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the "
+    "environment of every process that reads it"
+)
 
 
 def failure_record(exc: BaseException, url: str, kind: ErrorKind, stage: str, attempts: int) -> InputError:
@@ -224,7 +233,7 @@ def failure_record(exc: BaseException, url: str, kind: ErrorKind, stage: str, at
         stage=stage,
         url=redact_url(url),
         message=f"{kind.value}{tries} ({detail})",
-        hint=HINTS.get(kind, HINTS[ErrorKind.unreachable]),
+        hint=NO_CREDENTIALS_HINT if credentials_missing(exc) else HINTS.get(kind, HINTS[ErrorKind.unreachable]),
     )
 
 

@@ -215,7 +215,7 @@ def load_job_spec(source: str | Path | dict, where: str | None = None) -> JobSpe
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise JobSpecError(
-            f"{where} is not valid YAML ({exc}); a job spec is a YAML mapping (`tv3s schema job`)"
+            f"{where} is not valid YAML ({_yaml_problem(exc)}); a job spec is a YAML mapping (`tv3s schema job`)"
         ) from exc
     if not isinstance(data, dict):
         raise JobSpecError(
@@ -223,6 +223,13 @@ def load_job_spec(source: str | Path | dict, where: str | None = None) -> JobSpe
             "a mapping of the fields name, inputs, model, output is expected (`tv3s schema job` lists them)"
         )
     return _validated(data, where)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What and where, on one line (PyYAML's own text spans several, with a caret)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
 def _names_a_file(text: str) -> bool:
