@@ -139,3 +139,20 @@ def test_shards_pack_command(tmp_path, capsys):
     assert main(["shards", "pack", str(tmp_path / "nope"), str(out)]) == 2
     assert byte_size("1GB") == 10**9 and byte_size("512MiB") == 512 << 20 and byte_size("100") == 100
     assert np.array_equal(decode_image((src / "cam" / "frame_0002.png").read_bytes()).rgb, stamped_frames(2, 1, 1)[0])
+
+
+def test_pack_takes_an_s3_prefix_as_its_source(s3, tmp_path, monkeypatch, capsys):
+    """`tv3s shards pack s3://bucket/footage DEST`: the source listed and read through fsspec, URL intact."""
+    src = make_source(tmp_path)
+    bucket = s3.make_bucket("pack-remote-source")
+    s3.filesystem().put(f"{src}/", f"{bucket}/footage/", recursive=True)
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    argv = ["shards", "pack", f"{bucket}/footage", str(out), "--endpoint-url", s3.endpoint_url, "--no-progress"]
+    assert main(argv) == 0
+    assert "packed 7 samples of 3 videos into 1 shards" in capsys.readouterr().out
+    frames, errors, _ = read_all(str(out / "shard-000000.tar"), Store())
+    assert errors == [] and [s for _, s in frames["drive"]] == [(1, t) for t in range(10)]
+    assert main(["shards", "pack", f"{bucket}/nothing-here", str(out), "--endpoint-url", s3.endpoint_url]) == 2
+    assert f"{bucket}/nothing-here: not a folder" in capsys.readouterr().err
