@@ -115,7 +115,7 @@ def print_next_steps(spec, spec_url: str, endpoint_url: str | None) -> None:
     video = _heaviest_video(spec) or "VIDEO_ID"
     movie = re.sub(r"[^A-Za-z0-9._=-]+", "_", video) + ".mp4"
     print("next:")
-    print(f"  tv3s query {out} {shlex.quote(sql)}{endpoint}")
+    print(f'  tv3s query {out} "{sql}"{endpoint}')  # a job name holds no character the shell expands
     print(f"  tv3s render {out} --job {spec.name} --video {shlex.quote(video)} --out {movie}{endpoint}")
     print(f"  tv3s run {shlex.quote(spec_url)}    # resume or repeat this job")
 
