@@ -137,7 +137,7 @@ def main() -> None:
         root = Path(tmp)
         files = make_source(root / "src", args)
         local = Store()
-        shards = pack(root / "src", str(root / "shards"), local, PackOptions(max_size=64 << 20))
+        shards = pack(str(root / "src"), str(root / "shards"), local, PackOptions(max_size=64 << 20))
         bucket = s3.make_bucket("bench")
         for path in shards.shards:
             s3.filesystem().put(path, f"{bucket}/{Path(path).name}")

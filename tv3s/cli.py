@@ -22,6 +22,7 @@ from .commands import (
     index,
     job_control,
     k8s,
+    label,
     query,
     render,
     review,
@@ -38,6 +39,7 @@ from .commands import eval as eval_
 from .commands.mistakes import explain
 
 COMMANDS = (
+    label,
     run,
     submit,
     job_control,
@@ -61,15 +63,30 @@ COMMANDS = (
 )
 
 
+DEBUG_ENV = "TV3S_DEBUG"
+DEBUG_HELP = f"show the traceback of an error (also {DEBUG_ENV}=1), e.g. to report a bug"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tv3s", description="Batch pseudo-labeling of video with TV3S (temporal state space sharing)."
     )
     parser.add_argument("--version", action="version", version=f"tv3s {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(subparsers)
+    _accept_debug_everywhere(subparsers)
     return parser
+
+
+def _accept_debug_everywhere(subparsers: argparse._SubParsersAction) -> None:
+    """`--debug` after any subcommand too (`tv3s run job.yaml --debug`), as users type it."""
+    for parser in subparsers.choices.values():
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_debug_everywhere(action)
 
 
 # The status of a process killed by SIGPIPE as shells report it (128 + 13): what `tv3s ... | head` gives
@@ -91,9 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # another pipe or socket broke: a real error, with its traceback
         return _quiet_exit()
     except Exception as exc:
+        if args.debug or os.environ.get(DEBUG_ENV):
+            raise
         message = explain(exc)
-        if message is None:
-            raise  # not a user's mistake: a bug, with its traceback
+        if message is None:  # not a recognised mistake: most likely a bug of tv3s
+            message = (
+                f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (run again with "
+                "--debug for the traceback, and report it if the inputs look right)"
+            )
         print(f"tv3s {args.command}: error: {message}", file=sys.stderr)
         return 1
     return code

@@ -263,3 +263,24 @@ def test_an_extended_header_of_unbelievable_size_is_not_fetched(typeflag):
     members, defect, fetched = bounded_scan(data)
     assert [m.name for m in members] == ["a.jpg"] and defect.kind == ErrorKind.corrupt_member
     assert fetched < 64 << 10  # the 3 MiB record was never read into memory
+
+
+def test_a_jpeg_frame_with_its_png_label_map_is_one_frame_not_a_duplicate(tmp_path):
+    """tv3s synth's training shards (frame .jpg, label .png, .json) index without a single error record."""
+    from tv3s.pipeline.synthetic.training_data import write_synthetic_shards
+
+    shards = write_synthetic_shards(str(tmp_path / "synth"), videos=2, frames=3, height=64, width=96)
+    result = build_index(shards, Store())
+    runs, plan_errors = plan_videos(result.table)
+    assert result.errors == [] and plan_errors == []
+    assert [(run.video_id, len(run.rows)) for run in runs] == [("synth00000", 3), ("synth00001", 3)]
+    assert {row["media_member"].rsplit(".", 1)[1] for run in runs for row in run.rows} == {"jpg"}
+    shard = tmp_path / "mixed.tar"
+    with tarfile.open(shard, "w") as tar:  # the label map first: member order does not matter
+        for name in ("cam/000000.png", "cam/000000.jpg", "cam/000001.jpg", "cam/000001.mp4"):  # 000001: one too many
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"data"))
+    result = build_index([str(shard)], Store())
+    assert [r["media_member"] for r in result.table.to_pylist()] == ["cam/000000.jpg", "cam/000001.jpg"]
+    assert [(e.kind, e.member) for e in result.errors] == [(ErrorKind.duplicate_key, "cam/000001.mp4")]

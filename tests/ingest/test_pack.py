@@ -15,8 +15,9 @@ from tv3s.commands.shards import byte_size
 from tv3s.pipeline.ingest.chunks import iter_videos
 from tv3s.pipeline.ingest.decode import decode_image
 from tv3s.pipeline.ingest.index import build_index, plan_videos
-from tv3s.pipeline.ingest.pack import PackOptions, discover, frame_numbers, pack
+from tv3s.pipeline.ingest.pack import PackOptions, pack
 from tv3s.pipeline.ingest.resize import ResizeRule
+from tv3s.pipeline.ingest.sources import discover, frame_numbers
 from tv3s.pipeline.storage import Store
 
 from ..support.datagen import encode, encode_image, read_stamp, stamped_frames
@@ -49,22 +50,22 @@ def read_all(pattern: str, store: Store):
 
 
 def test_discover_follows_the_folder_rules(tmp_path):
-    videos, errors = discover(make_source(tmp_path))
+    videos, errors = discover(str(make_source(tmp_path)), Store())
     assert errors == []
-    assert [(v.video_id, v.sample_type, [p.name for p in v.files]) for v in videos] == [
+    assert [(v.video_id, v.sample_type, [Path(f.name).name for f in v.files]) for v in videos] == [
         ("solo", "segment", ["solo.mp4"]),
         ("cam", "frame", [f"frame_{i:04d}.png" for i in range(1, 5)]),
         ("drive", "segment", ["part0.webm", "part1.webm"]),
     ]
-    assert frame_numbers((Path("a_7.jpg"), Path("a_9.jpg"))) == [7, 9]
-    assert frame_numbers((Path("x.jpg"), Path("y.jpg"))) == [0, 1]
+    assert frame_numbers(["a_7.jpg", "b/a_9.jpg"]) == [7, 9]
+    assert frame_numbers(["x.jpg", "y.jpg"]) == [0, 1]
 
 
 def test_pack_index_read_round_trip_on_s3(s3, tmp_path):
     src = make_source(tmp_path)
     bucket = s3.make_bucket("pack-roundtrip")
     store = Store(s3.storage_options)
-    result = pack(src, f"{bucket}/shards", store, PackOptions(max_count=2))
+    result = pack(str(src), f"{bucket}/shards", store, PackOptions(max_count=2))
     assert (result.videos, result.samples, len(result.shards)) == (3, 7, 4) and result.errors == []
     assert result.pattern == f"{bucket}/shards/shard-{{000000..000003}}.tar"
     frames, errors, table = read_all(result.pattern, store)
@@ -81,7 +82,7 @@ def test_pack_index_read_round_trip_on_s3(s3, tmp_path):
         == original
     )  # bytes unchanged
     with pytest.raises(FileExistsError, match="--overwrite"):
-        pack(src, f"{bucket}/shards", store)
+        pack(str(src), f"{bucket}/shards", store)
 
 
 def test_max_size_bounds_every_shard(tmp_path):
@@ -90,7 +91,7 @@ def test_max_size_bounds_every_shard(tmp_path):
     for i in range(12):
         (src / f"{i:03d}.png").write_bytes(encode_image(stamped_frames(0, i, 1)[0], "png"))
     limit = 3 * (src / "000.png").stat().st_size + 8000
-    result = pack(tmp_path / "src", str(tmp_path / "out"), Store(), PackOptions(max_size=limit))
+    result = pack(str(tmp_path / "src"), str(tmp_path / "out"), Store(), PackOptions(max_size=limit))
     sizes = [Path(s).stat().st_size for s in result.shards]
     assert len(sizes) >= 4 and all(size <= limit + 10240 for size in sizes)  # + tar's end-of-archive padding
     frames, errors, _ = read_all(str(tmp_path / "out" / "*.tar"), Store())
@@ -109,7 +110,7 @@ def test_segment_seconds_cuts_at_key_frames_without_reencoding(tmp_path):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
         container.mux(stream.encode(None))
     (src / "long.mp4").write_bytes(buf.getvalue())
-    result = pack(src, str(tmp_path / "out"), Store(), PackOptions(segment_seconds=1.5))
+    result = pack(str(src), str(tmp_path / "out"), Store(), PackOptions(segment_seconds=1.5))
     assert result.samples == 3  # cut at the first key frame 1.5 s or more after each cut: 2 s, 4 s
     frames, errors, table = read_all(str(tmp_path / "out" / "*.tar"), Store())
     assert errors == [] and frames["long"] == [(t, (3, t)) for t in range(55)]
@@ -119,7 +120,7 @@ def test_segment_seconds_cuts_at_key_frames_without_reencoding(tmp_path):
 def test_unreadable_video_is_reported_and_the_rest_packed(tmp_path):
     src = make_source(tmp_path)
     (src / "broken.mp4").write_bytes(b"not a video")
-    result = pack(src, str(tmp_path / "out"), Store())
+    result = pack(str(src), str(tmp_path / "out"), Store())
     assert [(e.kind.value, e.video_id) for e in result.errors] == [("corrupt_member", "broken")]
     assert result.videos == 3
 
@@ -138,3 +139,20 @@ def test_shards_pack_command(tmp_path, capsys):
     assert main(["shards", "pack", str(tmp_path / "nope"), str(out)]) == 2
     assert byte_size("1GB") == 10**9 and byte_size("512MiB") == 512 << 20 and byte_size("100") == 100
     assert np.array_equal(decode_image((src / "cam" / "frame_0002.png").read_bytes()).rgb, stamped_frames(2, 1, 1)[0])
+
+
+def test_pack_takes_an_s3_prefix_as_its_source(s3, tmp_path, monkeypatch, capsys):
+    """`tv3s shards pack s3://bucket/footage DEST`: the source listed and read through fsspec, URL intact."""
+    src = make_source(tmp_path)
+    bucket = s3.make_bucket("pack-remote-source")
+    s3.filesystem().put(f"{src}/", f"{bucket}/footage/", recursive=True)
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    argv = ["shards", "pack", f"{bucket}/footage", str(out), "--endpoint-url", s3.endpoint_url, "--no-progress"]
+    assert main(argv) == 0
+    assert "packed 7 samples of 3 videos into 1 shards" in capsys.readouterr().out
+    frames, errors, _ = read_all(str(out / "shard-000000.tar"), Store())
+    assert errors == [] and [s for _, s in frames["drive"]] == [(1, t) for t in range(10)]
+    assert main(["shards", "pack", f"{bucket}/nothing-here", str(out), "--endpoint-url", s3.endpoint_url]) == 2
+    assert f"{bucket}/nothing-here: not a folder" in capsys.readouterr().err

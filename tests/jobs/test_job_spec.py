@@ -61,7 +61,7 @@ def test_files_and_bad_yaml(tmp_path):
     path = tmp_path / "job.yaml"
     path.write_text(GOOD)
     assert load_job_spec(str(path)).name == "dashcam-1"
-    with pytest.raises(JobSpecError, match="cannot read the job spec"):
+    with pytest.raises(JobSpecError, match="nope.yaml: no such file"):
         load_job_spec(str(tmp_path / "nope.yaml"))
     with pytest.raises(JobSpecError, match="not valid YAML"):
         load_job_spec("name: [unclosed\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tv3s.model.predict import limit_frames, predict_chunks
+from tv3s.model.predict import predict_chunks
 
 
 def video(n: int = 14, h: int = 64, w: int = 96) -> np.ndarray:
@@ -87,17 +87,3 @@ def test_on_device_logits_are_the_same_numbers(mode):
 def test_unknown_mode(small_model):
     with pytest.raises(ValueError, match="mode"):
         predict_chunks(small_model, [], "batch")
-
-
-def test_limit_frames_stops_without_reading_further():
-    pulled = []
-
-    def source():
-        for chunk in chunked(video(20, 32, 32), 4):
-            pulled.append(len(chunk))
-            yield chunk
-
-    assert [len(c) for c in limit_frames(source(), 6)] == [4, 2]
-    assert pulled == [4, 4]
-    assert [len(c) for c in limit_frames(chunked(video(5, 32, 32), 4), None)] == [4, 1]
-    assert list(limit_frames(chunked(video(5, 32, 32), 4), 0)) == []

@@ -48,8 +48,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: str | N
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """--mode, --chunk, --max-frames, --no-overlay, --overwrite."""
+def add_run_arguments(parser: argparse.ArgumentParser, resize_default: str = "official") -> None:
+    """--mode, --chunk, --max-frames, --every, --resize, --no-overlay, --overwrite."""
     parser.add_argument(
         "--mode",
         choices=MODES,
@@ -60,8 +60,30 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk", type=positive_int, default=16, metavar="N", help="frames per model call (default 16)"
     )
     parser.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
+    add_every_argument(parser)
+    add_resize_argument(parser, resize_default)
     parser.add_argument("--no-overlay", action="store_true", help="skip the overlay JPEGs")
     parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+
+
+def add_every_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--every",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="label every Nth frame (frames 0, N, 2N, ... of each video; the state is carried over them)",
+    )
+
+
+def add_resize_argument(parser: argparse.ArgumentParser, default: str = "official") -> None:
+    parser.add_argument(
+        "--resize",
+        choices=("official", "none"),
+        default=default,
+        help="model input size: official = the TV3S test rule (853x480, multiples of 32), as jobs do; "
+        f"none = the source size (default {default}); masks are at the source size either way",
+    )
 
 
 def run_options(args: argparse.Namespace) -> SegmentOptions:
@@ -71,6 +93,8 @@ def run_options(args: argparse.Namespace) -> SegmentOptions:
         max_frames=args.max_frames,
         overlays=not args.no_overlay,
         overwrite=args.overwrite,
+        resize=args.resize,
+        stride=args.every,
     )
 
 

@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fps", type=float, default=12.0, help="frame rate of the clip (default 12)")
     parser.add_argument("--seed", type=int, default=20_000, help="scene seed (default 20000, not a training seed)")
     add_model_arguments(parser, default_preset=DEFAULT_PRESET)
-    add_run_arguments(parser)
+    # the shipped model was trained on synthetic frames of the clip's own size: labelled at that size
+    add_run_arguments(parser, resize_default="none")
     parser.set_defaults(run=run)
 
 

@@ -10,12 +10,13 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
-from ..pipeline.ingest.index import build_index, default_errors_uri, write_errors, write_table
+from ..pipeline.ingest.index import default_errors_uri, write_errors, write_table
+from ..pipeline.ingest.inputs import index_inputs
 from ..pipeline.ingest.order import order_index
 from ..pipeline.ingest.partitions import build_partitioned_index, index_partitions
 from ..pipeline.ingest.samples import DEFAULT_KEY_PATTERN, key_regex
 from ..pipeline.storage import StorageError
-from .store_args import add_store_arguments, error_summary, store_from_args
+from .store_args import add_store_arguments, error_summary, print_first_errors, store_from_args
 
 NAME = "index"
 
@@ -23,15 +24,17 @@ NAME = "index"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
-        help="index WebDataset shards (local or s3://) into a Parquet table",
-        description="Scan tar headers (no decoding) and write one row per sample: video id, segment or frame "
-        "index, shard URL, member names, byte offsets and sizes. Problems are written to an errors table.",
+        help="index WebDataset shards or raw video files and folders (local or s3://) into a Parquet table",
+        description="Scan tar headers (no decoding) and probe raw video files (ranged reads) and write one row per "
+        "sample: video id, segment or frame index, shard or file URL, member names, byte offsets and sizes. "
+        "Problems are written to an errors table.",
     )
     parser.add_argument(
         "shards",
         nargs="+",
         metavar="SHARDS_URL",
-        help="shard URLs, brace lists (shard-{000..099}.tar) or globs ('s3://b/p/*.tar')",
+        help="shard URLs, brace lists (shard-{000..099}.tar) or globs ('s3://b/p/*.tar'); video files, "
+        "folders or s3:// prefixes of them (--partitions: shards only)",
     )
     parser.add_argument("--out", required=True, metavar="INDEX_URI", help="Parquet file to write (local or s3://)")
     parser.add_argument("--errors", metavar="URI", help="errors table (default: INDEX_URI with .errors.parquet)")
@@ -70,7 +73,21 @@ def run(args: argparse.Namespace) -> int:
     if args.partitions is not None and args.partitions < 1:
         print(f"tv3s index: error: --partitions must be at least 1, got {args.partitions}", file=sys.stderr)
         return 2
+    if args.partitions and not all(p.lower().endswith(".tar") for p in args.shards):
+        print(
+            "tv3s index: error: --partitions indexes shards (.tar) only: index video files and folders without it, "
+            "or pack them into shards first (tv3s shards pack)",
+            file=sys.stderr,
+        )
+        return 2
     store = store_from_args(args)
+    from ..jobs.preflight import PreflightError, check_ray_address
+
+    try:
+        check_ray_address(args.address)
+    except PreflightError as exc:
+        print(f"tv3s index: error: {exc}", file=sys.stderr)
+        return 1
     with _cluster(args.address):
         return _index(args, store)
 
@@ -84,7 +101,6 @@ def _cluster(address: str | None) -> Iterator[None]:
     if address is None or ray.is_initialized():
         yield
         return
-
     ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     try:
         yield
@@ -108,7 +124,7 @@ def _index(args: argparse.Namespace, store) -> int:
             )
             samples, videos, runs, chain_errors = _plan_summary(index_partitions(args.out, store))
         else:
-            result = build_index(
+            result = index_inputs(
                 args.shards, store, args.key_pattern, args.workers, progress=not args.no_progress, ray_from=ray_from
             )
             write_table(result.table, args.out, store)
@@ -120,11 +136,14 @@ def _index(args: argparse.Namespace, store) -> int:
         print(f"tv3s index: error: cannot write the index: {exc}", file=sys.stderr)
         return 1
     print(
-        f"indexed {samples} samples of {videos} videos from {result.shards} shards "
+        f"indexed {samples} samples of {videos} videos from {result.shards} shards and files "
         f"({result.members} members) -> {args.out}"
     )
     print(f"  runs:   {runs} (a video is split at each gap)")
     print(f"  errors: {error_summary(errors)} -> {errors_uri}")
+    print_first_errors(errors, sys.stderr)
+    if not samples:
+        print("tv3s index: error: no sample could be indexed (the first errors above say why)", file=sys.stderr)
     return 0 if samples else 1
 
 

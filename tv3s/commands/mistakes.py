@@ -7,19 +7,15 @@ Anything not recognised here is not a user's mistake and keeps its traceback.
 
 from __future__ import annotations
 
-from ..pipeline.storage import cause_chain
+from ..pipeline.storage import NO_CREDENTIALS_HINT, StorageError, cause_chain, credentials_missing
 
 
 def explain(exc: BaseException) -> str | None:
     """A one-paragraph explanation with the fix, or None when `exc` is not a recognised mistake."""
+    if credentials_missing(exc):
+        return f"{NO_CREDENTIALS_HINT}; tv3s takes credentials from where botocore looks, never from the command line"
     for link in cause_chain(exc):
         name = type(link).__name__
-        if name in ("NoCredentialsError", "PartialCredentialsError"):
-            return (
-                "no credentials for the object store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
-                "AWS_PROFILE) in the environment; tv3s takes credentials from where botocore looks, never from "
-                "the command line"
-            )
         if name == "EndpointConnectionError":
             endpoint = getattr(link, "kwargs", {}).get("endpoint_url", "the endpoint")
             return (
@@ -33,6 +29,9 @@ def explain(exc: BaseException) -> str | None:
             request = getattr(link, "request", None)
             where = getattr(request, "url", None) or "the address given"
             return f"cannot reach {where}: check --address (a Ray dashboard, http://HEAD:8265) and that it is up"
+    for link in cause_chain(exc):
+        if isinstance(link, StorageError):  # the data plane's own record names the object and the fix
+            return f"{link.record.url}: {link.record.message}; {link.record.hint}"
     return None
 
 

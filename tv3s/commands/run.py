@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "unit with its resume point. Running the same job again resumes it; see `tv3s schema job`.",
     )
     spec = parser.add_mutually_exclusive_group(required=True)
-    spec.add_argument("spec", nargs="?", metavar="JOB.yaml", help="the job spec")
+    spec.add_argument("spec", nargs="?", metavar="JOB.yaml", help="the job spec: a YAML file, or its s3:// URL")
     spec.add_argument(
         "--spec-from-env",
         metavar="VAR",
@@ -37,12 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..jobs.preflight import PreflightError, check_checkpoint, check_ray_address
     from ..jobs.runner import JobError, run_job
+    from ..pipeline.storage import Store
     from ..schemas.job import JobSpecError, load_job_spec
+    from .spec_file import load_spec_argument
 
     try:
-        source = os.environ[args.spec_from_env] if args.spec_from_env else args.spec
-        spec = load_job_spec(source)
+        if args.spec_from_env:
+            spec = load_job_spec(os.environ[args.spec_from_env], where=f"${args.spec_from_env}")
+        else:
+            spec = load_spec_argument(args.spec)
     except KeyError:
         print(f"tv3s {NAME}: error: ${args.spec_from_env} is not set", file=sys.stderr)
         return 2
@@ -51,10 +56,34 @@ def run(args: argparse.Namespace) -> int:
         return 2
     address = args.address or os.environ.get("RAY_ADDRESS")
     try:
+        check_ray_address(address)
+        check_checkpoint(spec, Store(spec.storage_options()))
         summary = run_job(spec, address, progress=not args.quiet, num_cpus=args.num_cpus, dashboard=args.dashboard)
-    except JobError as exc:
+    except (PreflightError, JobError) as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
+    print_summary(summary)
+    if not nothing_labelled(summary, spec, NAME):
+        print(f'  query it: tv3s query {spec.output} "SELECT video_id, frames, mean_confidence FROM videos"')
+    # A cancel is the user's choice, not a failure: exit 0 so no scheduler (a RayJob's backoffLimit,
+    # say) retries the job behind the user's back. `tv3s status` says it was cancelled.
+    return 0 if summary.state in ("finished", "cancelled") and summary.videos else 1
+
+
+def nothing_labelled(summary, spec, command: str) -> bool:
+    """A job whose inputs gave no video at all is a mistake of its inputs: said as one, with where to look."""
+    if summary.videos:
+        return False
+    print(
+        f"tv3s {command}: error: nothing to label: the inputs gave no video ({summary.errors} input errors: see "
+        f"tv3s query {spec.output} \"SELECT url, message, hint FROM errors WHERE job_id = '{spec.name}'\")",
+        file=sys.stderr,
+    )
+    return True
+
+
+def print_summary(summary) -> None:
+    """The job's outcome in one line, and each chain that failed for good."""
     print(
         f"job {summary.name}: {summary.state} - {summary.videos} videos, {summary.units_committed} units committed "
         f"now ({summary.units_already_done} were done), {summary.frames} frames at "
@@ -62,7 +91,3 @@ def run(args: argparse.Namespace) -> int:
     )
     for failure in summary.chain_failures:
         print(f"  failed: {failure}", file=sys.stderr)
-    print(f'  query it: tv3s query {spec.output} "SELECT video_id, frames, mean_confidence FROM videos"')
-    # A cancel is the user's choice, not a failure: exit 0 so no scheduler (a RayJob's backoffLimit,
-    # say) retries the job behind the user's back. `tv3s status` says it was cancelled.
-    return 0 if summary.state in ("finished", "cancelled") else 1

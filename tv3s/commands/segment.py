@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..pipeline.local.frames import FramesError, probe_frames
 from ..pipeline.local.layout import OutputExistsError, OutputLayout
-from ..pipeline.local.segment import SegmentOptions, segment
+from ..pipeline.local.segment import FramesError, SegmentOptions, open_video, segment
+from ..pipeline.storage import StorageError, Store
 from .common import (
     UsageError,
     add_model_arguments,
@@ -28,10 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
         help="segment a video file or a folder of frames",
-        description="Write DIR/masks/{frame:06d}.png label maps at source resolution, DIR/overlay/*.jpg, "
-        "DIR/preview.png and DIR/summary.json.",
+        description="Label one video as a job would (the same decoding, resize rule and label maps) and write "
+        "DIR/masks/{frame:06d}.png label maps at source resolution, DIR/overlay/*.jpg, DIR/preview.png and "
+        "DIR/summary.json. Many videos: tv3s label.",
     )
-    parser.add_argument("input", type=Path, metavar="INPUT", help="video (.mp4 .mkv .webm .avi .mov) or frame folder")
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        help="video file (.mp4 .mkv .webm .avi .mov) or frame folder, local or s3://",
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     add_model_arguments(parser)
     add_run_arguments(parser)
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_segmentation(
-    source: Path,
+    source: str | Path,
     out_dir: Path,
     checkpoint: Path | None,
     preset: str | None,
@@ -59,7 +64,7 @@ def run_segmentation(
         torch_device = resolve_device(device)
         # cheap checks first, so a typo fails before a model is built
         check_weights_choice(checkpoint, random_weights)
-        probe_frames(source)
+        open_video(source, Store())
         OutputLayout(out_dir).prepare(options.overwrite, overlays=options.overlays)
         model, weights_info = load_model(checkpoint, preset, random_weights, torch_device)
         if weights_info["random_weights"]:
@@ -68,7 +73,7 @@ def run_segmentation(
     except (UsageError, OutputExistsError) as exc:
         print(f"tv3s {command}: error: {exc}", file=sys.stderr)
         return 2
-    except (FramesError, ValueError, OSError) as exc:
+    except (FramesError, StorageError, ValueError, OSError) as exc:
         print(f"tv3s {command}: error: {exc}", file=sys.stderr)
         return 1
     print(report(summary, OutputLayout(out_dir)))
@@ -77,21 +82,22 @@ def run_segmentation(
 
 def report(summary: dict[str, Any], layout: OutputLayout) -> str:
     """Where the outputs are, for the terminal."""
-    frames = summary["frames"]
-    lines = [f"segmented {frames} frames of {summary['input']} -> {layout.root}"]
-    if frames:
-        lines.append(f"  masks:    {layout.mask(0)} .. {layout.mask(frames - 1).name}")
-        if summary["outputs"]["overlays"]:
-            lines.append(f"  overlays: {layout.overlay(0)} .. {layout.overlay(frames - 1).name}")
-        lines.append(f"  preview:  {layout.preview}")
+    first, last = summary["first_frame"], summary["last_frame"]
+    every = f", every {summary['frame_stride']}th frame" if summary["frame_stride"] > 1 else ""
+    lines = [f"segmented {summary['frames']} frames of {summary['input']}{every} -> {layout.root}"]
+    lines.append(f"  masks:    {layout.mask(first)} .. {layout.mask(last).name}")
+    if summary["outputs"]["overlays"]:
+        lines.append(f"  overlays: {layout.overlay(first)} .. {layout.overlay(last).name}")
+    lines.append(f"  preview:  {layout.preview}")
     lines.append(f"  summary:  {layout.summary}")
     timing = summary["timing"]
+    width, height = summary["model_input"]
     lines.append(
-        f"  model:    {summary['model_id']} ({summary['mode']} mode on {summary['device']}), "
+        f"  model:    {summary['model_id']} ({summary['mode']} mode on {summary['device']}, input {width}x{height}), "
         f"{timing['frames_per_s']} frames/s"
     )
-    if summary.get("warning_frame_count"):
-        lines.append(f"  WARNING:  {summary['warning_frame_count']}")
+    for error in summary["errors"]:
+        lines.append(f"  WARNING:  {error}")
     if summary.get("random_weights"):
         lines.append(random_weights_banner())
     return "\n".join(lines)

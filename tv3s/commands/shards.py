@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 
 from ..pipeline.ingest.pack import PackOptions, pack
 from ..pipeline.storage import StorageError
@@ -40,11 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     packer = actions.add_parser(
         "pack",
-        help="pack a folder of videos or frame folders into shards",
+        help="pack a folder (or s3:// prefix) of videos or frame folders into shards",
         description="A video file in SRC is a video; a sub-folder of video files is one video whose files are "
         "consecutive segments; a folder of images is one frame sequence. Bytes are copied as they are.",
     )
-    packer.add_argument("src", type=Path, metavar="SRC", help="local folder")
+    packer.add_argument("src", metavar="SRC", help="folder or s3:// prefix of videos and frame folders")
     packer.add_argument("dest", metavar="DEST", help="folder or s3:// prefix for the shards")
     packer.add_argument(
         "--max-size",

@@ -46,3 +46,12 @@ def error_summary(errors) -> str:
 
     counts = Counter(e.kind.value for e in errors)
     return ", ".join(f"{n} {kind}" for kind, n in counts.most_common()) or "none"
+
+
+def print_first_errors(errors, file) -> None:
+    """The first record of each kind of error, with its fix: what to do, without opening the errors table."""
+    seen: set = set()
+    for error in errors:
+        if error.kind not in seen:
+            seen.add(error.kind)
+            print(f"  first {error.kind.value}: {error.url}: {error.message}; {error.hint}", file=file)

@@ -29,10 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import submit
-    from ..schemas.job import JobSpecError, load_job_spec
+    from ..schemas.job import JobSpecError
+    from .spec_file import load_spec_argument
 
     try:
-        spec = load_job_spec(args.spec)
+        spec = load_spec_argument(args.spec)
     except JobSpecError as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 2

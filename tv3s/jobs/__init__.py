@@ -6,10 +6,12 @@ holding one model and running a `ChainWorker` (`worker`) that reads a chain's un
 order, carries the stream state and commits every unit exactly once with its
 `ResumePoint` -> the output's tables. `run_job` runs a spec to the end (resuming whatever
 was committed before); `job_progress` reads where a job stands; `request_cancel` stops it
-after the current units. `k8s` renders a spec as a KubeRay RayJob.
+after the current units. `preflight` checks what it can before Ray starts (inputs, address,
+checkpoint). `k8s` renders a spec as a KubeRay RayJob.
 """
 
 from .plan import Chain, Unit, plan_chains
+from .preflight import PreflightError, check_checkpoint, check_inputs, check_ray_address
 from .resume_point import ResumePoint, ResumePointError
 from .runner import JobError, JobSummary, open_output, plan_job, request_cancel, run_job
 from .status import job_names, job_progress
@@ -21,10 +23,14 @@ __all__ = [
     "ChainWorker",
     "JobError",
     "JobSummary",
+    "PreflightError",
     "ResumePoint",
     "ResumePointError",
     "Unit",
     "WorkerOptions",
+    "check_checkpoint",
+    "check_inputs",
+    "check_ray_address",
     "job_names",
     "job_progress",
     "open_output",

@@ -47,6 +47,7 @@ def make_worker(spec: JobSpec, device: torch.device, observer=None) -> ChainWork
         checkpoint_every=spec.state.checkpoint_every,
         frames_per_unit=spec.state.frames_per_unit,
         resize=ResizeRule() if spec.inputs.resize == "official" else ResizeRule(scale=None),
+        stride=spec.inputs.frame_stride,
         autocast=AUTOCAST.get(precision),
     )
     writer = ManifestWriter(output, run) if observer is None else ManifestWriter(output, run, observer)

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from ..pipeline.ingest.index import build_index
+from ..pipeline.ingest.inputs import index_inputs
 from ..pipeline.ingest.partitions import partition_loaders
 from ..pipeline.ingest.scan_tasks import JOB_RAY_FROM
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
@@ -92,9 +92,9 @@ def job_partitions(
 ) -> tuple[list[Callable[[], pa.Table]], list[InputError]]:
     """The job's index as one loader per partition, and the errors met indexing.
 
-    A partitioned index (`tv3s index --partitions`) is read one partition at a time; shards
-    given directly are indexed here, in memory, as one partition (by Ray tasks on the job's
-    cluster when this process is connected to one and there are many shards).
+    A partitioned index (`tv3s index --partitions`) is read one partition at a time; shards and
+    raw media given directly are indexed here, in memory, as one partition (shards by Ray tasks
+    on the job's cluster when this process is connected to one and there are many of them).
     """
     if spec.inputs.index is not None:
         return partition_loaders(spec.inputs.index, store), []
@@ -102,7 +102,7 @@ def job_partitions(
 
     kwargs = {"key_pattern": spec.inputs.key_pattern} if spec.inputs.key_pattern else {}
     ray_from = JOB_RAY_FROM if ray.is_initialized() else None
-    result = build_index(spec.inputs.shards, store, progress=progress, ray_from=ray_from, **kwargs)
+    result = index_inputs(spec.inputs.shards, store, progress=progress, ray_from=ray_from, **kwargs)
     return [lambda: result.table], list(result.errors)
 
 

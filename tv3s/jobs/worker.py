@@ -61,6 +61,7 @@ class WorkerOptions:
     frames_per_unit: int = 64
     resize: ResizeRule = ResizeRule()
     autocast: torch.dtype | None = None  # bf16/fp16 on CUDA
+    stride: int = 1  # every Nth frame
 
 
 @dataclass
@@ -98,7 +99,7 @@ class FrameFailure(Exception):
 
 
 def _failure_record(chain: Chain, chunk: FrameChunk, cause: BaseException) -> InputError:
-    first, last = chunk.frame_index, chunk.frame_index + len(chunk.frames) - 1
+    first, last = chunk.frame_index, chunk.frame_index + (len(chunk.frames) - 1) * chunk.stride
     origin = chunk.sources[0]
     detail = str(cause).splitlines()[0] if str(cause) else ""
     return InputError(
@@ -206,6 +207,7 @@ class ChainWorker:
             opts.resize,
             opts.chunk_frames,
             read.cursor,
+            stride=opts.stride,
         )
         with _prefetched(items, opts.prefetch_chunks) as stream:
             for item in stream:
@@ -293,7 +295,7 @@ class ChainWorker:
         chain: Chain, chunk: FrameChunk, i: int, origin: FrameOrigin, unit: int, read: _ChainRead
     ) -> FrameSource:
         """Where frame i of a chunk came from and what the model's memory was for it."""
-        frame_index = chunk.frame_index + i
+        frame_index = chunk.frame_index + i * chunk.stride
         state, reason = TemporalState.carried, None
         if i == 0 and (chunk.reset or read.restart):
             state, reason = TemporalState.reset, ResetReason(chunk.reset_reason or "missing_segment")
@@ -313,6 +315,7 @@ class ChainWorker:
             temporal_state=state,
             state_reset_reason=reason,
             warmup_frames=chain.warmup_frames if state is TemporalState.warmed_up else 0,
+            frame_stride=chunk.stride,
         )
 
     def _finalize(self, chain: Chain) -> None:

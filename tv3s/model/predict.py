@@ -141,21 +141,3 @@ def _clip(model: VideoModel, chunks: Iterable[np.ndarray]) -> Iterator[Chunk]:
     for frames in chunks:
         chunk, history = predict_step(model, frames, "clip", history)
         yield chunk
-
-
-def limit_frames(chunks: Iterable[np.ndarray], max_frames: int | None) -> Iterator[np.ndarray]:
-    """Pass chunks through until `max_frames` frames have been delivered (None: all).
-
-    Stops without pulling another chunk, so no frame past the limit is decoded.
-    """
-    if max_frames is None:
-        yield from chunks
-        return
-    left = max_frames
-    if left <= 0:
-        return
-    for frames in chunks:
-        yield frames[:left]
-        left -= len(frames)
-        if left <= 0:
-            return

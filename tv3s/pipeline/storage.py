@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import io
 import logging
 import random
 import re
@@ -67,6 +68,7 @@ TRANSIENT_ERRNOS = frozenset(
     }
 )
 GLOB_CHARS = re.compile(r"[*?\[]")
+RANGE_BLOCK = 1 << 20  # bytes per ranged request of a file opened with `Store.open`
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def classify(exc: BaseException) -> ErrorKind | None:
     """
     if isinstance(exc, FileNotFoundError):
         return ErrorKind.not_found
-    if isinstance(exc, PermissionError):
+    if isinstance(exc, PermissionError) or credentials_missing(exc):
         return ErrorKind.forbidden
     for link in cause_chain(exc):
         response = getattr(link, "response", None)
@@ -135,6 +137,11 @@ def classify(exc: BaseException) -> ErrorKind | None:
         if isinstance(link, OSError) and link.errno in TRANSIENT_ERRNOS:
             return None
     return ErrorKind.unreachable
+
+
+def credentials_missing(exc: BaseException) -> bool:
+    """botocore found no credentials at all (not a network failure: retrying cannot help)."""
+    return any(type(link).__name__ in ("NoCredentialsError", "PartialCredentialsError") for link in cause_chain(exc))
 
 
 def cause_chain(exc: BaseException) -> Iterable[BaseException]:
@@ -211,6 +218,10 @@ HINTS = {
     ErrorKind.unreachable: "the storage endpoint kept failing; check the endpoint URL (AWS_ENDPOINT_URL) and the "
     "network, then re-run the job for this input",
 }
+NO_CREDENTIALS_HINT = (
+    "no credentials for the object store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the "
+    "environment of every process that reads it"
+)
 
 
 def failure_record(exc: BaseException, url: str, kind: ErrorKind, stage: str, attempts: int) -> InputError:
@@ -222,7 +233,7 @@ def failure_record(exc: BaseException, url: str, kind: ErrorKind, stage: str, at
         stage=stage,
         url=redact_url(url),
         message=f"{kind.value}{tries} ({detail})",
-        hint=HINTS.get(kind, HINTS[ErrorKind.unreachable]),
+        hint=NO_CREDENTIALS_HINT if credentials_missing(exc) else HINTS.get(kind, HINTS[ErrorKind.unreachable]),
     )
 
 
@@ -241,6 +252,47 @@ def _s3_defaults(options: dict) -> dict:
     config.setdefault("read_timeout", 60)
     merged["config_kwargs"] = config
     return merged
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A file found under a folder or prefix: its URL, its path below that folder, its size."""
+
+    url: str
+    name: str
+    size: int
+
+
+class _RangedFile(io.RawIOBase):
+    """A read-only, seekable view of one file whose every read is a ranged `Store.read` (so the
+    store's retries apply), for readers that seek (PyAV): they fetch what they ask for, not the file."""
+
+    def __init__(self, store: Store, url: str, size: int) -> None:
+        super().__init__()
+        self.store, self.url, self.size, self.position = store, url, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), self.size - self.position)
+        if count <= 0:
+            return 0
+        data = self.store.read(self.url, self.position, self.position + count)
+        buffer[:count] = data
+        self.position += count
+        return count
 
 
 @dataclass
@@ -333,6 +385,28 @@ class Store:
     def remove(self, url: str) -> None:
         fs, path = self.filesystem(url)
         self.call(url, lambda: fs.rm_file(path), stage="write")
+
+    def open(self, url: str, size: int | None = None) -> io.BufferedReader:
+        """`url` as a seekable binary file read in ranged requests of RANGE_BLOCK bytes (PyAV opens it to
+        probe or decode a video without downloading it first); `size` saves a request when known."""
+        total = self.size(url) if size is None else size
+        return io.BufferedReader(_RangedFile(self, url, total), RANGE_BLOCK)
+
+    def isdir(self, url: str) -> bool:
+        fs, path = self.filesystem(url)
+        return bool(self.call(url, lambda: fs.isdir(path)))
+
+    def find(self, url: str) -> list[Listed]:
+        """Every file under a folder or prefix, recursively, in name order ([] when there is none)."""
+        fs, path = self.filesystem(url)
+        found = self.call(url, lambda: fs.find(path, detail=True))
+        root = path.rstrip("/") + "/"
+        remote = "://" in url
+        return [
+            Listed(fs.unstrip_protocol(p) if remote else p, p[len(root) :], int(info.get("size") or 0))
+            for p, info in sorted(found.items())
+            if info.get("type") != "directory" and p.startswith(root)
+        ]
 
     def glob(self, pattern: str) -> list[str]:
         """URLs matching a glob pattern, sorted."""

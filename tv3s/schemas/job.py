@@ -50,6 +50,12 @@ class InputsSpec(_Strict):
     resize: Literal["official", "none"] = Field(
         "official", description="official: the TV3S test size rule (853x480, multiples of 32); none: source size"
     )
+    frame_stride: int = Field(
+        1,
+        ge=1,
+        description="label every Nth frame of each video (frames 0, N, 2N, ...; the state is carried over them); "
+        "the rows record N",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> InputsSpec:
@@ -182,6 +188,8 @@ class JobSpec(_Strict):
         """What must not change when a job is resumed: inputs, model and state policy."""
         keep = self.model_dump(include={"inputs", "model", "state"})
         keep["state"].pop("checkpoint_every", None)
+        if keep["inputs"]["frame_stride"] == 1:  # as before the field existed: such jobs resume
+            del keep["inputs"]["frame_stride"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -189,25 +197,62 @@ class JobSpecError(ValueError):
     """A job spec that cannot be used; the message names each bad field and the fix."""
 
 
-def load_job_spec(source: str | Path | dict) -> JobSpec:
-    """Parse and validate a job spec from a YAML/JSON file, YAML text or a dict."""
-    where = "job spec"
+def load_job_spec(source: str | Path | dict, where: str | None = None) -> JobSpec:
+    """Parse and validate a job spec from a YAML/JSON file, YAML text or a dict.
+
+    A Path is always a file; a str is a file when it names one (no newline, a .yaml/.yml/.json
+    suffix or an existing file), else YAML text; `where` names text read elsewhere (a URL) in
+    messages. Every failure is a JobSpecError that names the file and what is wrong with it.
+    """
     if isinstance(source, dict):
-        data = source
-    else:
-        text = str(source)
-        if "\n" not in text and Path(text).suffix.lower() in (".yaml", ".yml", ".json"):
-            where = text
-            try:
-                text = Path(text).read_text()
-            except OSError as exc:
-                raise JobSpecError(f"cannot read the job spec {where}: {exc}") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise JobSpecError(f"{where} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise JobSpecError(f"{where} must be a mapping of fields (name, inputs, model, output, ...)")
+        return _validated(source, where or "job spec")
+    text = str(source)
+    if where is None and (isinstance(source, Path) or _names_a_file(text)):
+        where = text
+        text = _read_spec_file(Path(text))
+    where = where or "job spec"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobSpecError(
+            f"{where} is not valid YAML ({_yaml_problem(exc)}); a job spec is a YAML mapping (`tv3s schema job`)"
+        ) from exc
+    if not isinstance(data, dict):
+        raise JobSpecError(
+            f"{where} is not a job spec: it holds {type(data).__name__ if data is not None else 'nothing'} where "
+            "a mapping of the fields name, inputs, model, output is expected (`tv3s schema job` lists them)"
+        )
+    return _validated(data, where)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What and where, on one line (PyYAML's own text spans several, with a caret)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def _names_a_file(text: str) -> bool:
+    return "\n" not in text and (Path(text).suffix.lower() in (".yaml", ".yml", ".json") or Path(text).is_file())
+
+
+def _read_spec_file(path: Path) -> str:
+    """The text of a spec file; a missing, unreadable or binary file said plainly."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise JobSpecError(f"{path}: no such file; pass the path of a job spec (YAML), e.g. job.yaml") from None
+    except IsADirectoryError:
+        raise JobSpecError(f"{path} is a folder; pass the path of a job spec file (YAML), e.g. job.yaml") from None
+    except OSError as exc:
+        raise JobSpecError(f"cannot read the job spec {path} ({exc.strerror or exc}); check its permissions") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JobSpecError(f"{path} is not a text file; a job spec is YAML text (`tv3s schema job`)") from None
+
+
+def _validated(data: dict, where: str) -> JobSpec:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:

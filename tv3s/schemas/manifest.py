@@ -130,8 +130,8 @@ FRAMES_SCHEMA = _schema(
         _field(
             "temporal_agreement",
             pa.float32(),
-            "fraction of pixels with the same label as the previous frame; null when the previous frame's "
-            "mask was not at hand (first frame, after a gap, after a resume elsewhere)",
+            "fraction of pixels with the same label as the previous labeled frame (frame_index - frame_stride); "
+            "null when its mask was not at hand (first frame, after a gap, after a resume elsewhere)",
             True,
         ),
         _field("temporal_state", pa.string(), "carried, reset or warmed_up: the model's temporal memory for the frame"),
@@ -142,6 +142,11 @@ FRAMES_SCHEMA = _schema(
             True,
         ),
         _field("warmup_frames", pa.int32(), "earlier frames re-run to rebuild the state (warmed_up), else 0"),
+        _field(
+            "frame_stride",
+            pa.int32(),
+            "the job labelled every Nth frame of the video (frames 0, N, 2N, ...), N = this; 1 = every frame",
+        ),
         *_PROVENANCE,
     ],
 )
@@ -171,6 +176,7 @@ class FrameRow(BaseModel):
     temporal_state: TemporalState
     state_reset_reason: ResetReason | None = None
     warmup_frames: int = Field(default=0, ge=0)
+    frame_stride: int = Field(default=1, ge=1)
     model_id: str
     checkpoint_sha256: str | None = None
     inference_mode: str

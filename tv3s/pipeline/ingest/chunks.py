@@ -12,10 +12,12 @@ valid for consecutive frames of one size.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
+from typing import BinaryIO
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from ..storage import StorageError, Store
 from .decode import REENCODE, DecodeError, decode_image, decode_video
 from .fetch import ErrorSink, coalesced, read_media_batch
 from .index import VideoRun
+from .media_index import WHOLE_FILE
 from .resize import ResizeRule, resize_frames
 
 
@@ -32,7 +35,7 @@ class FrameOrigin:
     """Where one decoded frame lives: shard URL, tar member, position inside the member."""
 
     url: str
-    member: str
+    member: str | None  # None when the file at `url` is the media itself (a raw video or image)
     position: int  # decode order inside the member (0 for an image)
     sample_index: int  # the index row's position: segment index, or frame number of a frame sample
 
@@ -47,7 +50,10 @@ class FrameChunk:
     video frame number of `frames[0]` (from `start_frame` when the segment json gives
     it, otherwise counted from the first frame read). `sample_index` is the segment
     index, or the frame index of the first frame for frame sequences. `sources` locate
-    every frame, so results can point back at them.
+    every frame, so results can point back at them. Frame i is video frame
+    `frame_index + i * stride` (a stride of N reads every Nth frame, numbered as in the
+    video). `source_frames` are the frames before resizing, when the reader was asked to
+    keep them (to draw overlays at the source size).
     """
 
     video_id: str
@@ -58,6 +64,8 @@ class FrameChunk:
     source_size: tuple[int, int]
     sources: tuple[FrameOrigin, ...] = ()
     reset_reason: str | None = None
+    stride: int = 1
+    source_frames: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -88,12 +96,17 @@ def iter_video(
     on_error: ErrorSink,
     resize: ResizeRule = ResizeRule(),
     chunk: int = 16,
+    *,
+    stride: int = 1,
+    keep_source: bool = False,
 ) -> Iterator[FrameChunk]:
-    """All frames of one video's runs (from `plan_videos`), in order, in chunks of <= `chunk`.
+    """All frames of one video's runs (from `plan_videos`), in order, in chunks of <= `chunk`
+    (every `stride`-th frame only; with `keep_source`, the frames before resizing too).
 
     The next batch of bytes is fetched while the current one decodes.
     """
-    yield from iter_units(runs, store, on_error, None, resize, chunk)  # without unit_of, only chunks come
+    # without unit_of, only chunks come
+    yield from iter_units(runs, store, on_error, None, resize, chunk, stride=stride, keep_source=keep_source)
 
 
 def iter_units(
@@ -104,16 +117,19 @@ def iter_units(
     resize: ResizeRule = ResizeRule(),
     chunk: int = 16,
     resume: CursorState | None = None,
+    *,
+    stride: int = 1,
+    keep_source: bool = False,
 ) -> Iterator[FrameChunk | UnitEnd]:
     """`iter_video`, cut into commit units: a chunk never spans two units (`unit_of(row)`), and
     after each unit comes a `UnitEnd` with the cursor state to resume from. `resume` continues
     a video read elsewhere up to such a point, exactly as if it had never stopped.
     """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1 frame, got {chunk}")
+    if chunk < 1 or stride < 1:
+        raise ValueError(f"chunk and stride must be >= 1 frame, got {chunk} and {stride}")
     if not runs:
         return
-    cursor = _Cursor(runs[0].video_id, resize, chunk, on_error)
+    cursor = _Cursor(runs[0].video_id, resize, chunk, on_error, stride, keep_source)
     previous_run = None
     if resume is not None:
         cursor.restore(resume)
@@ -157,7 +173,11 @@ def _read_batches(run: VideoRun) -> Iterator[list[dict]]:
         yield from coalesced(run.rows)
 
 
-def _fetch(rows: list[dict], store: Store) -> list[bytes | StorageError]:
+def _fetch(rows: list[dict], store: Store) -> list[bytes | BinaryIO | StorageError]:
+    """The batch's media bytes; a raw video file (no tar member) as a ranged file instead, which
+    the decoder reads as it goes (a recording can be larger than memory)."""
+    if len(rows) == 1 and rows[0]["sample_type"] == "segment" and rows[0]["media_member"] == WHOLE_FILE:
+        return [store.open(rows[0]["shard"], rows[0]["media_size"])]
     try:
         return read_media_batch(rows, store)
     except StorageError as exc:  # every sample of the batch is lost; each is reported
@@ -167,8 +187,11 @@ def _fetch(rows: list[dict], store: Store) -> list[bytes | StorageError]:
 class _Cursor:
     """Gathers one video's decoded frames into chunks and decides where the stream state restarts."""
 
-    def __init__(self, video_id: str, resize: ResizeRule, chunk: int, on_error: ErrorSink):
+    def __init__(
+        self, video_id: str, resize: ResizeRule, chunk: int, on_error: ErrorSink, stride: int, keep_source: bool
+    ) -> None:
         self.video_id, self.resize, self.chunk, self.on_error = video_id, resize, chunk, on_error
+        self.stride, self.keep_source = stride, keep_source
         self.frames: list[np.ndarray] = []
         self.refs: list[FrameOrigin] = []
         self.size: tuple[int, int] | None = None
@@ -201,7 +224,7 @@ class _Cursor:
         self.reset = True
         self.previous = None
 
-    def sample(self, row: dict, blob: bytes | StorageError) -> Iterator[FrameChunk]:
+    def sample(self, row: dict, blob: bytes | BinaryIO | StorageError) -> Iterator[FrameChunk]:
         if isinstance(blob, StorageError):
             self._error(row, blob.record.kind, blob.record.message, blob.record.hint, stage="read")
             yield from self.restart()
@@ -210,7 +233,7 @@ class _Cursor:
         else:
             yield from self._frame(row, blob)
 
-    def _segment(self, row: dict, blob: bytes) -> Iterator[FrameChunk]:
+    def _segment(self, row: dict, blob: bytes | BinaryIO) -> Iterator[FrameChunk]:
         yield from self.flush()  # a chunk never spans two segments
         start = row["start_frame"]
         if start is not None and self.previous is not None and start != self.next_frame:
@@ -220,10 +243,15 @@ class _Cursor:
         first = self.next_frame
         self.position = 0
         try:
-            for rgb in decode_video(blob):
-                yield from self._add(row, rgb)
+            with contextlib.nullcontext() if isinstance(blob, bytes) else contextlib.closing(blob):
+                for rgb in decode_video(blob):
+                    yield from self._add(row, rgb)
         except DecodeError as exc:
             self._error(row, exc.kind, str(exc), exc.hint, frame=self.next_frame if exc.frames else None)
+            yield from self.restart()
+            return
+        except StorageError as exc:  # a raw file read as it is decoded: the rest of it is lost
+            self._error(row, exc.record.kind, exc.record.message, exc.record.hint, frame=self.next_frame, stage="read")
             yield from self.restart()
             return
         decoded = self.next_frame - first
@@ -262,6 +290,8 @@ class _Cursor:
     def _frame(self, row: dict, blob: bytes) -> Iterator[FrameChunk]:
         self.next_frame = row["index"]
         self.position = 0
+        if self.next_frame % self.stride:  # not sampled: not even decoded
+            return
         try:
             image = decode_image(blob)
         except DecodeError as exc:
@@ -280,6 +310,10 @@ class _Cursor:
         yield from self._add(row, image.rgb)
 
     def _add(self, row: dict, rgb: np.ndarray) -> Iterator[FrameChunk]:
+        if self.next_frame % self.stride:  # decoded only to reach the next sampled frame
+            self.position += 1
+            self.next_frame += 1
+            return
         size = (rgb.shape[1], rgb.shape[0])
         if not self.resize.fits(*size):
             yield from self._too_small(row, size)
@@ -298,7 +332,7 @@ class _Cursor:
         if not self.frames:
             self.first_frame, self.sample_index = self.next_frame, row["index"]
         self.frames.append(rgb)
-        self.refs.append(FrameOrigin(row["shard"], row["media_member"], self.position, row["index"]))
+        self.refs.append(FrameOrigin(row["shard"], row["media_member"] or None, self.position, row["index"]))
         self.position += 1
         self.next_frame += 1
         if len(self.frames) == self.chunk:
@@ -342,6 +376,8 @@ class _Cursor:
             self.size,
             refs,
             self.reason if self.reset else None,
+            self.stride,
+            batch if self.keep_source else None,
         )
         self.reset = False
         self.reason = None
@@ -355,7 +391,7 @@ class _Cursor:
                 kind=kind,
                 stage=stage,
                 url=row["shard"],
-                member=row["media_member"],
+                member=row["media_member"] or None,
                 video_id=row["video_id"],
                 frame_index=frame,
                 message=message,

@@ -12,6 +12,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import av.error
@@ -23,11 +24,15 @@ from ...schemas.errors import ErrorKind
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 
-Source = bytes | str | Path  # encoded bytes, or a local file (opened, never read whole into memory)
+# encoded bytes, a local file, or a seekable binary file object such as `Store.open`'s (read as decoding
+# needs it, never whole into memory)
+Source = bytes | str | Path | BinaryIO
 
 
-def _opened(source: Source) -> io.BytesIO | str:
-    return io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else str(source)
+def _opened(source: Source) -> io.BytesIO | str | BinaryIO:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return io.BytesIO(source)
+    return str(source) if isinstance(source, str | Path) else source
 
 
 class DecodeError(Exception):

@@ -43,6 +43,8 @@ from .samples import (
 from .tarscan import ChunkReader, MemberScan, TarMember
 
 SCAN_CHUNK = 1 << 20
+JPEG_EXTS = frozenset({"jpg", "jpeg"})
+LABEL_EXT = "png"  # beside a JPEG frame: its label map
 UNSTORABLE = (pa.ArrowException, OverflowError, UnicodeEncodeError)  # what Arrow raises for a value it cannot hold
 
 
@@ -268,14 +270,26 @@ def _chosen_media(key: str, media: list[TarMember], meta: TarMember | None, erro
                 meta.name,
             )
         return None
+    frame = _frame_beside_label(media)
+    if frame is not None:
+        return frame
     for extra in media[1:]:
         error(
             ErrorKind.duplicate_key,
             f"sample {key!r} has more than one media member; only {media[0].name} is used",
-            "one media member per sample key",
+            "one media member per sample key (a .jpg frame may have a .png label map beside it)",
             extra.name,
         )
     return media[0]
+
+
+def _frame_beside_label(media: list[TarMember]) -> TarMember | None:
+    """The JPEG of a sample holding one JPEG and PNGs: training data (tv3s synth, tv3s export), a frame
+    with its label map, whatever their order. The PNG is not a frame, so not a second media member."""
+    exts = [split_name(m.name)[1] for m in media]
+    jpegs = [m for m, ext in zip(media, exts) if ext in JPEG_EXTS]
+    labels = [ext for ext in exts if ext == LABEL_EXT]
+    return jpegs[0] if len(media) > 1 and len(jpegs) == 1 and len(jpegs) + len(labels) == len(media) else None
 
 
 def _sample_from(key: str, item: TarMember, meta: TarMember | None, reader, key_pattern: str, error) -> dict | None:
@@ -319,10 +333,23 @@ def build_index(
     `ray_from` shards), rows in shard order, in memory (see `partitions.build_partitioned_index` for
     archives too large to hold)."""
     urls, errors = store.expand(patterns)
+    return index_shard_urls(urls, store, key_pattern, workers, progress, errors, ray_from)
+
+
+def index_shard_urls(
+    urls: list[str],
+    store: Store,
+    key_pattern: str = DEFAULT_KEY_PATTERN,
+    workers: int = 8,
+    progress: bool = False,
+    errors: list[InputError] | None = None,
+    ray_from: int | None = None,
+) -> IndexResult:
+    """`build_index` of shard URLs already expanded (`errors`: those met expanding them)."""
     shards = list(shard_indexes(urls, store, key_pattern, workers, progress, ray_from))
-    errors += [e for shard in shards for e in shard.errors]
+    found = [*(errors or []), *(e for shard in shards for e in shard.errors)]
     table = pa.concat_tables([INDEX_SCHEMA.empty_table(), *(shard.table for shard in shards)])
-    return IndexResult(table, errors, len(urls), sum(s.members for s in shards))
+    return IndexResult(table, found, len(urls), sum(s.members for s in shards))
 
 
 def shard_indexes(

@@ -1,18 +1,9 @@
-"""Turn a folder of videos or frame folders into WebDataset shards in tv3s's layout.
+"""Turn a folder (or s3:// prefix) of videos or frame folders into WebDataset shards in tv3s's layout.
 
 Why: users bring footage as files; the data plane reads shards. Packing copies the
 encoded bytes as they are (no re-encoding, no quality loss) and writes the json that
-`tv3s index` needs, so pack -> index -> read returns the source frames.
-
-Which files make which video (folders are walked recursively, names in natural order):
-
-* a video file directly in SRC is a video of its own, id = its name without extension;
-* a sub-folder holding video files is ONE video (a drive recorded in consecutive
-  files, as dashcams do), id = the folder's path under SRC, segments = its files;
-* a folder holding images is one frame sequence, id = its path under SRC (SRC's own
-  name for images directly in SRC). Frame numbers come from the trailing digits of the
-  file names when every name has them (so a missing file shows up as a gap), else
-  from the position.
+`tv3s index` needs, so pack -> index -> read returns the source frames. Which files make
+which video is `sources`' rule (the one jobs over raw files use too).
 
 `segment_seconds` cuts long videos into segments at key frames, by remuxing packets.
 Each shard is written whole to a temporary file and then moved or uploaded, so a shard
@@ -24,11 +15,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
+import posixpath
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import av
 import av.error
@@ -36,22 +26,11 @@ import webdataset as wds
 from tqdm import tqdm
 
 from ...schemas.errors import ErrorKind, InputError
-from ..storage import Store, redact_url
-from .decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from ..storage import Listed, StorageError, Store, redact_url
+from .sources import SourceVideo, discover, frame_numbers
 
 MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
 TAR_OVERHEAD = 3 * 512  # header + padding per member, pessimistic
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key putting frame_2 before frame_10 (digit runs compare as numbers).
-
-    Splitting on digit runs always alternates text, number, text, ... so two
-    keys never compare a string with an int. The raw name breaks ties such as
-    frame_01 vs frame_1 deterministically.
-    """
-    parts = re.split(r"(\d+)", name)
-    return (*(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), name)
 
 
 @dataclass(frozen=True)
@@ -60,13 +39,6 @@ class PackOptions:
     max_count: int = 100_000  # samples per shard
     segment_seconds: float | None = None  # cut videos into segments of about this length
     prefix: str = "shard"
-
-
-@dataclass(frozen=True)
-class SourceVideo:
-    video_id: str
-    sample_type: str  # "segment" | "frame"
-    files: tuple[Path, ...]
 
 
 @dataclass
@@ -91,93 +63,55 @@ class PackResult:
 # --- what to pack ---------------------------------------------------------------------
 
 
-def discover(src: Path) -> tuple[list[SourceVideo], list[InputError]]:
-    """The videos under `src` by the folder rules of this module, in natural order."""
-    if not src.is_dir():
-        raise FileNotFoundError(f"{src}: not a folder; pass a folder of videos or of frame folders")
-    videos: list[SourceVideo] = []
-    errors: list[InputError] = []
-    for folder in sorted([src, *(p for p in src.rglob("*") if p.is_dir())], key=lambda p: natural_key(str(p))):
-        files = sorted(
-            (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
-            key=lambda p: natural_key(p.name),
-        )
-        clips = [p for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
-        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-        rel = folder.relative_to(src).as_posix()
-        if folder == src:
-            videos += [SourceVideo(p.stem, "segment", (p,)) for p in clips]
-        elif clips:
-            videos.append(SourceVideo(rel, "segment", tuple(clips)))
-        if images and clips and folder != src:
-            errors.append(
-                InputError(
-                    kind=ErrorKind.unknown_member,
-                    stage="pack",
-                    url=str(folder),
-                    message=f"{len(images)} images next to video files; the images are not packed",
-                    hint="move the frames into a folder of their own",
-                )
-            )
-        elif images:
-            videos.append(SourceVideo(rel if folder != src else src.name, "frame", tuple(images)))
-    return videos, errors
-
-
-def frame_numbers(files: tuple[Path, ...]) -> list[int]:
-    """Trailing numbers of the file names if all have distinct ones, else positions 0..n-1."""
-    numbers = [re.search(r"(\d+)$", p.stem) for p in files]
-    if all(numbers) and len({int(m.group(1)) for m in numbers}) == len(files):
-        return [int(m.group(1)) for m in numbers]
-    return list(range(len(files)))
-
-
-def video_samples(video: SourceVideo, segment_seconds: float | None) -> Iterator[dict]:
+def video_samples(video: SourceVideo, segment_seconds: float | None, store: Store) -> Iterator[dict]:
     """WebDataset sample dicts of one video, in order, one at a time (a drive can be larger than memory).
 
-    Unreadable videos raise av errors.
+    Unreadable videos raise av errors; files that cannot be read, StorageError.
     """
     if video.sample_type == "frame":
-        for number, path in zip(frame_numbers(video.files), video.files):
-            ext = path.suffix.lower().lstrip(".")
-            meta = {"video_id": video.video_id, "frame_index": number, "source": path.name}
+        for number, file in zip(frame_numbers([f.name for f in video.files]), video.files):
+            meta = {"video_id": video.video_id, "frame_index": number, "source": posixpath.basename(file.name)}
             yield {
                 "__key__": f"{video.video_id}/{number:06d}",
-                ext: path.read_bytes(),
+                _extension(file): store.read_all(file.url),
                 "json": json.dumps(meta).encode(),
             }
         return
     index = start_frame = 0
-    for path in video.files:
-        for data, frames, fps in _segments(path, segment_seconds):
+    for file in video.files:
+        for data, frames, fps in _segments(file, segment_seconds, store):
             meta = {
                 "video_id": video.video_id,
                 "segment_index": index,
                 "start_frame": start_frame,
                 "frames": frames,
-                "source": path.name,
+                "source": posixpath.basename(file.name),
             }
             if fps:
                 meta["fps"] = fps
             yield {
                 "__key__": f"{video.video_id}/{index:06d}",
-                path.suffix.lower().lstrip("."): data,
+                _extension(file): data,
                 "json": json.dumps(meta).encode(),
             }
             index += 1
             start_frame += frames
 
 
-def _segments(path: Path, seconds: float | None) -> Iterator[tuple[bytes, int, float | None]]:
+def _extension(file: Listed) -> str:
+    return posixpath.splitext(file.name)[1].lower().lstrip(".")
+
+
+def _segments(file: Listed, seconds: float | None, store: Store) -> Iterator[tuple[bytes, int, float | None]]:
     """(bytes, frame count, fps) of each segment: the file as is, or cut at key frames."""
-    with av.open(str(path)) as src:
+    with store.open(file.url, file.size) as raw, av.open(raw) as src:
         if not src.streams.video:
-            raise av.error.InvalidDataError(0, "no video stream", str(path))
+            raise av.error.InvalidDataError(0, "no video stream", redact_url(file.url))
         stream = src.streams.video[0]
         fps = float(stream.average_rate) if stream.average_rate else None
         if not seconds:
             frames = stream.frames or sum(1 for p in src.demux(stream) if p.size)
-            yield path.read_bytes(), frames, fps
+            yield store.read_all(file.url), frames, fps
             return
         segment: list[av.Packet] = []
         start = None
@@ -185,18 +119,18 @@ def _segments(path: Path, seconds: float | None) -> Iterator[tuple[bytes, int, f
             if not packet.size:
                 continue
             if packet.is_keyframe and segment and (packet.pts - start) * stream.time_base >= seconds:
-                yield _remux(segment, stream, path), len(segment), fps
+                yield _remux(segment, stream, file), len(segment), fps
                 segment = []
             if not segment:
                 start = packet.pts
             segment.append(packet)
         if segment:
-            yield _remux(segment, stream, path), len(segment), fps
+            yield _remux(segment, stream, file), len(segment), fps
 
 
-def _remux(packets: list, stream, path: Path) -> bytes:
+def _remux(packets: list, stream, file: Listed) -> bytes:
     buf = io.BytesIO()
-    with av.open(buf, "w", format=MUXERS[path.suffix.lower()]) as out:
+    with av.open(buf, "w", format=MUXERS["." + _extension(file)]) as out:
         target = out.add_stream_from_template(stream)
         for packet in packets:
             packet.stream = target
@@ -241,14 +175,16 @@ class ShardSink:
 
 
 def pack(
-    src: Path,
+    src: str,
     dest: str,
     store: Store,
     options: PackOptions = PackOptions(),
     progress: bool = False,
     overwrite: bool = False,
 ) -> PackResult:
-    """Pack every video under `src` into shards `DEST/{prefix}-000000.tar`, ... in video order."""
+    """Pack every video under the folder or prefix `src` into shards `DEST/{prefix}-000000.tar`, ...
+    in video order."""
+    videos, errors = discover(src, store, stage="pack")  # a wrong SRC fails before DEST is touched
     existing = store.glob(f"{dest.rstrip('/')}/{options.prefix}-*.tar")
     if existing and not overwrite:
         raise FileExistsError(
@@ -257,28 +193,34 @@ def pack(
         )
     for url in existing:
         store.remove(url)
-    videos, errors = discover(src)
     result = PackResult(errors=errors)
     sink = ShardSink(dest, store, options, result)
     for video in tqdm(videos, unit="video", desc="pack", disable=not progress):
         written = 0
         try:
-            for sample in video_samples(video, options.segment_seconds):
+            for sample in video_samples(video, options.segment_seconds, store):
                 sink.write(sample)
                 written += 1
-        except (av.error.FFmpegError, OSError) as exc:
-            done = f"its first {written} samples were packed, the rest not" if written else "not packed"
-            result.errors.append(
-                InputError(
-                    kind=ErrorKind.corrupt_member,
-                    stage="pack",
-                    url=str(src),
-                    video_id=video.video_id,
-                    message=f"{done}: {exc}",
-                    hint="check that the file plays (ffprobe FILE) or re-encode it",
-                )
-            )
+        except (av.error.FFmpegError, OSError, StorageError) as exc:
+            result.errors.append(_not_packed(exc, written, video, src))
         result.videos += written > 0
         result.samples += written
     sink.close()
     return result
+
+
+def _not_packed(exc: Exception, written: int, video: SourceVideo, src: str) -> InputError:
+    """The record of a video packed in part or not at all: a storage failure keeps its own kind."""
+    done = f"its first {written} samples were packed, the rest not" if written else "not packed"
+    if isinstance(exc, StorageError):
+        return exc.record.model_copy(
+            update={"stage": "pack", "video_id": video.video_id, "message": f"{done}: {exc.record.message}"}
+        )
+    return InputError(
+        kind=ErrorKind.corrupt_member,
+        stage="pack",
+        url=redact_url(src),
+        video_id=video.video_id,
+        message=f"{done}: {exc}",
+        hint="check that the file plays (ffprobe FILE) or re-encode it",
+    )

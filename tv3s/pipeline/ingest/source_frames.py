@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -72,23 +73,29 @@ class SourceReader:
                     raise SourceError(f"{name} ends before frame {ref.index}; {self.hint}")
                 self._position += 1
                 self._last = frame
-        except DecodeError as exc:
+        except (DecodeError, StorageError) as exc:
             self._open = None
             raise SourceError(f"cannot decode frame {ref.index} of {name} ({exc}); {self.hint}") from exc
         return self._last
 
     def _reopen(self, ref: FrameRef, name: str) -> None:
         self._open, self._frames, self._image, self._position, self._last = None, None, None, -1, None
-        data = self._bytes(ref, name)
         target = ref.member if ref.member is not None else ref.url
         if target.lower().endswith(IMAGE_SUFFIXES):
             try:
-                self._image = decode_image(data).rgb
+                self._image = decode_image(self._bytes(ref, name)).rgb
             except DecodeError as exc:
                 raise SourceError(f"cannot decode {name} ({exc}); {self.hint}") from exc
         else:
-            self._frames = decode_video(data)
+            self._frames = decode_video(self._bytes(ref, name) if ref.member is not None else self._file(ref, name))
         self._open = (ref.url, ref.member)
+
+    def _file(self, ref: FrameRef, name: str) -> BinaryIO:
+        """A raw video file, read in ranges as it is decoded (not downloaded whole)."""
+        try:
+            return self.store.open(ref.url)
+        except StorageError as exc:
+            raise SourceError(f"cannot read {name} ({exc}); {self.hint}") from exc
 
     def _bytes(self, ref: FrameRef, name: str) -> bytes:
         try:

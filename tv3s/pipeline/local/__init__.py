@@ -1,19 +1,17 @@
-"""`tv3s segment`: label one local video file or frame folder, masks and overlays into a folder.
+"""`tv3s segment`: label one video file or frame folder (local or s3://), masks and overlays into a folder.
 
-`frames` reads the input in chunks (through the data plane's decoder), `segment` runs the
-model over them (stream or clip mode) and writes what `layout` names.
+`segment` reads the input through the data plane (the job's decoding, resize rule and
+label maps), runs the model over it (stream or clip mode) and writes what `layout` names.
 """
 
-from .frames import FramesError, FramesInfo, open_frames, probe_frames
 from .layout import OutputExistsError, OutputLayout
-from .segment import SegmentOptions
+from .segment import FramesError, OneVideo, SegmentOptions, open_video
 
 __all__ = [
     "FramesError",
-    "FramesInfo",
+    "OneVideo",
     "OutputExistsError",
     "OutputLayout",
     "SegmentOptions",
-    "open_frames",
-    "probe_frames",
+    "open_video",
 ]

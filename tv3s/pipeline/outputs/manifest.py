@@ -124,13 +124,14 @@ class FrameSource:
     temporal_state: TemporalState = TemporalState.carried
     state_reset_reason: ResetReason | None = None
     warmup_frames: int = 0
+    frame_stride: int = 1
 
 
 class VideoLabeler:
     """Turns the logits of consecutive frames of one video into frame rows.
 
     Keeps the previous frame's label map for the temporal agreement, which is only
-    computed between adjacent frames (frame_index - 1) of the same size.
+    computed between adjacent labeled frames (frame_index - frame_stride) of the same size.
     """
 
     def __init__(self, run: RunInfo, previous: tuple[int, np.ndarray] | None = None) -> None:
@@ -166,7 +167,7 @@ class VideoLabeler:
         previous = None
         if (
             self._previous is not None
-            and self._previous[0] == source.frame_index - 1
+            and self._previous[0] == source.frame_index - source.frame_stride
             and self._previous[1].shape == labels.shape
         ):
             previous = self._previous[1]
