@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -293,6 +294,7 @@ class JobRunner:
         self.output = open_output(spec)
         self.paths = {k: self.output.full(v) for k, v in job_paths(spec.name).items()}
         self._ledger_compacted_at = 0  # units committed when the ledger was last merged
+        self._ledger_merge: threading.Thread | None = None
 
     def run(self) -> JobSummary:
         import ray
@@ -324,7 +326,7 @@ class JobRunner:
                 ray.kill(actor, no_restart=True)
             self._request(0)
         if summary.units_committed:
-            self._compact_ledger(summary)
+            self._compact_ledger(summary, wait=True)
         summary.seconds = time.perf_counter() - started
         summary.labeling_seconds = time.perf_counter() - ready
         if summary.state == "running":
@@ -512,10 +514,21 @@ class JobRunner:
         return [remote.remote(spec_json) for _ in range(count)]
 
     # ------------------------------------------------------------------ bookkeeping
-    def _compact_ledger(self, summary: JobSummary) -> None:
-        """Merge the ledger's one-row files; an optimisation, so a failure (a conflict with another
-        compaction) is logged and the job goes on."""
+    def _compact_ledger(self, summary: JobSummary, wait: bool = False) -> None:
+        """Merge the ledger's one-row files in a thread of its own (on S3, 500 files take a minute of
+        requests: the driver keeps dispatching meanwhile), one merge at a time; `wait` for the last."""
+        if self._ledger_merge is not None and self._ledger_merge.is_alive():
+            if not wait:
+                return
+            self._ledger_merge.join()
         self._ledger_compacted_at = summary.units_committed
+        self._ledger_merge = threading.Thread(target=self._merge_ledger, name="tv3s-ledger-merge", daemon=True)
+        self._ledger_merge.start()
+        if wait:
+            self._ledger_merge.join()
+
+    def _merge_ledger(self) -> None:
+        """An optimisation, so a failure (a conflict with another compaction) is logged and the job goes on."""
         try:
             compact_ledger(self.output)
         except Exception as exc:  # deltalake's errors, or the store's: nothing is lost by skipping
