@@ -13,8 +13,8 @@ Parquet a job reads. Each measurement runs in a fresh process, so its peak RSS i
   Python dict (`plan_videos` + per-unit objects), at `--baseline-segments` (it needs about
   2 GB per million segments, so it cannot run at 10M).
 
-The last line is one JSON object. The outputs' side of the control plane (status, query,
-compaction, resume at U committed units) is not measured here yet.
+The last line is one JSON object. The outputs' side of the control plane (commit, status,
+query, compaction, resume at U committed units) is measured by benchmarks/outputs.py.
 Usage: python benchmarks/scale.py --segments 10000000 [--baseline-segments 1000000]
 """
 
