@@ -90,6 +90,7 @@ def unit_rows(u: int, mask: bytes) -> pa.Table:
         "mean_entropy": pa.array([0.3] * n, pa.float32()),
         "temporal_state": pa.array(["carried"] * n),
         "warmup_frames": pa.array([0] * n, pa.int32()),
+        "frame_stride": pa.array([1] * n, pa.int32()),
     }
     for name in ("model_id", "inference_mode", "precision", "code_version"):
         columns[name] = pa.array([RUN.provenance()[name]] * n)
