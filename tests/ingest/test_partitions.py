@@ -107,3 +107,20 @@ def test_a_partitioned_index_is_built_shard_by_shard_with_the_same_rows(tmp_path
     assert (result.shards, result.members, result.errors) == (whole.shards, whole.members, whole.errors)
     parts = pa.concat_tables(index_partitions(str(tmp_path / "index"), Store()))
     assert parts.sort_by(SORT_KEYS).equals(whole.table.sort_by(SORT_KEYS))
+
+
+def test_growing_an_index_scans_only_the_new_shards_and_equals_indexing_them_all(tmp_path):
+    shards = write_archive(tmp_path / "archive")
+    old, new = shards[:-2], shards[-2:]
+    grown = str(tmp_path / "grown")
+    build_partitioned_index(old, grown, Store(), 3)
+    added = build_partitioned_index(shards, grown, Store(), 5, grow=True)  # the index's own 3 partitions stay
+    assert added.shards == len(new)
+    fresh = str(tmp_path / "fresh")
+    build_partitioned_index(shards, fresh, Store(), 3)
+    for a, b in zip(index_partitions(grown, Store()), index_partitions(fresh, Store()), strict=True):
+        assert a.equals(b)
+    assert build_partitioned_index(shards, grown, Store(), 3, grow=True).shards == 0  # nothing new: nothing scanned
+    args = ["index", *shards, "--out", grown, "--partitions", "3", "--grow", "--no-progress"]
+    assert main(args) == 0
+    assert main(["index", *shards, "--out", grown, "--grow"]) == 2  # --grow needs --partitions

@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "jobs plan one partition at a time: for archives of millions of samples (about 1M samples a partition)",
     )
     parser.add_argument(
+        "--grow",
+        action="store_true",
+        help="with --partitions: keep the index already at INDEX_URI (and its partition count) and add the "
+        "shards it does not hold yet, scanning only those: for an archive that grows by new shards",
+    )
+    parser.add_argument(
         "--address",
         metavar="ADDR",
         help="scan on the Ray cluster at ADDR (host:port, or auto): batches of shards become tasks spread "
@@ -72,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.partitions is not None and args.partitions < 1:
         print(f"tv3s index: error: --partitions must be at least 1, got {args.partitions}", file=sys.stderr)
+        return 2
+    if args.grow and not args.partitions:
+        print("tv3s index: error: --grow adds to a partitioned index: give --partitions too", file=sys.stderr)
         return 2
     if args.partitions and not all(p.lower().endswith(".tar") for p in args.shards):
         print(
@@ -121,6 +130,7 @@ def _index(args: argparse.Namespace, store) -> int:
                 args.workers,
                 not args.no_progress,
                 ray_from,
+                args.grow,
             )
             samples, videos, runs, chain_errors = _plan_summary(index_partitions(args.out, store))
         else:

@@ -353,15 +353,21 @@ def index_shard_urls(
 
 
 def shard_indexes(
-    urls: list[str], store: Store, key_pattern: str, workers: int, progress: bool, ray_from: int | None
+    urls: list[str],
+    store: Store,
+    key_pattern: str,
+    workers: int,
+    progress: bool,
+    ray_from: int | None,
+    first: int = 0,
 ) -> Iterator[ShardIndex]:
-    """Each shard's index in shard order: from this process's threads, or, for at least `ray_from` shards
-    (None: never), from Ray tasks on the cluster this process is connected to."""
+    """Each shard's index in shard order (numbered from `first`): from this process's threads, or, for at
+    least `ray_from` shards (None: never), from Ray tasks on the cluster this process is connected to."""
     if ray_from is None or len(urls) < ray_from:
-        return iter_shard_indexes(urls, store, key_pattern, workers, progress)
+        return iter_shard_indexes(urls, store, key_pattern, workers, progress, first)
     from .scan_tasks import ray_shard_indexes
 
-    return ray_shard_indexes(urls, store, key_pattern, workers, progress)
+    return ray_shard_indexes(urls, store, key_pattern, workers, progress, first=first)
 
 
 def iter_shard_indexes(

@@ -21,6 +21,7 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...schemas.index import INDEX_SCHEMA, INDEX_VERSION
@@ -50,13 +51,15 @@ def partition_of(video_ids: pa.Array | pa.ChunkedArray, partitions: int) -> np.n
 class PartitionedIndexWriter:
     """Rows in, a partitioned index out; holds one batch and one partition at a time."""
 
-    def __init__(self, uri: str, store: Store, partitions: int) -> None:
+    def __init__(self, uri: str, store: Store, partitions: int, base: dict | None = None) -> None:
+        """`base`: the manifest of the index at `uri` to grow (its rows are kept, the new ones added)."""
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions}")
-        self.uri, self.store, self.partitions = uri.rstrip("/"), store, partitions
+        self.uri, self.store, self.partitions, self.base = uri.rstrip("/"), store, partitions, base
         self._spill = tempfile.TemporaryDirectory(prefix="tv3s-index-")
         self._writers: dict[int, pq.ParquetWriter] = {}
-        self.rows = 0
+        self.rows = base["rows"] if base else 0
+        self.generation = base.get("generation", 0) + 1 if base else 0
 
     def add(self, table: pa.Table) -> None:
         """Spill a batch of index rows to the partitions of their videos."""
@@ -73,26 +76,40 @@ class PartitionedIndexWriter:
         self.rows += len(table)
 
     def close(self) -> list[str]:
-        """Sort every partition and write it, then the manifest; the partition URLs."""
+        """Sort every partition and write it, then the manifest; the partition URLs.
+
+        Growing an index writes the partitions that gained rows under new names and switches to them
+        with the manifest, written last in one PUT: a crash before it leaves the old index whole."""
         for writer in self._writers.values():
             writer.close()
         urls = []
         try:
             for p in range(self.partitions):
-                spilled = os.path.join(self._spill.name, f"{p:05d}.parquet")
-                rows = pq.read_table(spilled) if p in self._writers else INDEX_SCHEMA.empty_table()
-                urls.append(self._write(p, rows.sort_by(SORT_KEYS)))
+                urls.append(self._partition(p))
         finally:
             self._spill.cleanup()
         manifest = {"version": INDEX_VERSION, "partitions": self.partitions, "rows": self.rows, "files": urls}
+        manifest["generation"] = self.generation
         self.store.write(f"{self.uri}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
         return urls
+
+    def _partition(self, p: int) -> str:
+        """Partition p's URL after this writer: its old file if it gained no row, else a new sorted file."""
+        old = self.base["files"][p] if self.base else None
+        if old is not None and p not in self._writers:
+            return old
+        spilled = os.path.join(self._spill.name, f"{p:05d}.parquet")
+        rows = pq.read_table(spilled) if p in self._writers else INDEX_SCHEMA.empty_table()
+        if old is not None:
+            rows = pa.concat_tables([read_index(old, self.store).select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA), rows])
+        return self._write(p, rows.sort_by(SORT_KEYS))
 
     def _write(self, p: int, rows: pa.Table) -> str:
         sink = io.BytesIO()
         metadata = {**INDEX_SCHEMA.metadata, SORTED_KEY: SORTED_VALUE}
         pq.write_table(rows.replace_schema_metadata(metadata), sink, compression="zstd")
-        url = f"{self.uri}/part-{p:05d}.parquet"
+        suffix = f".g{self.generation}" if self.generation else ""
+        url = f"{self.uri}/part-{p:05d}{suffix}.parquet"
         self.store.write(url, sink.getvalue())
         return url
 
@@ -106,19 +123,46 @@ def build_partitioned_index(
     workers: int = 8,
     progress: bool = False,
     ray_from: int | None = None,
+    grow: bool = False,
 ) -> IndexResult:
     """`build_index` streamed into a partitioned index at `uri`: each shard's rows go to their
     partitions as the shard is scanned, so no process holds the archive's index. The result's
-    table is empty (the rows are in the partitions); its counts and errors are the whole index's."""
+    table is empty (the rows are in the partitions); its counts and errors are the whole index's.
+
+    With `grow`, an index already at `uri` keeps its rows and partition count, and only the shards
+    it does not hold yet are scanned (numbered after its last): an archive that grows by new shards
+    is indexed for the cost of the new ones. The result counts those."""
     urls, errors = store.expand(patterns)
-    writer = PartitionedIndexWriter(uri, store, partitions)
+    base = _manifest(uri, store) if grow and is_partitioned(uri, store) else None
+    first = 0
+    if base is not None:
+        partitions = int(base["partitions"])
+        known, first = _indexed_shards(uri, store)
+        urls = [u for u in urls if u not in known]
+    writer = PartitionedIndexWriter(uri, store, partitions, base)
     members = 0
-    for shard in shard_indexes(urls, store, key_pattern, workers, progress, ray_from):
+    for shard in shard_indexes(urls, store, key_pattern, workers, progress, ray_from, first):
         writer.add(shard.table)
         errors += shard.errors
         members += shard.members
     writer.close()
     return IndexResult(INDEX_SCHEMA.empty_table(), errors, len(urls), members)
+
+
+def _manifest(uri: str, store: Store) -> dict:
+    return json.loads(store.read_all(f"{uri.rstrip('/')}/{MANIFEST}"))
+
+
+def _indexed_shards(uri: str, store: Store) -> tuple[set[str], int]:
+    """The shard URLs an index holds and the next free shard number, a partition at a time."""
+    known: set[str] = set()
+    last = -1
+    for load in partition_loaders(uri, store):
+        table = load().select(["shard", "shard_order"])
+        known.update(pc.unique(table["shard"]).to_pylist())
+        if table.num_rows:
+            last = max(last, int(pc.max(table["shard_order"]).as_py()))
+    return known, last + 1
 
 
 def is_partitioned(uri: str, store: Store) -> bool:
@@ -132,8 +176,7 @@ def partition_loaders(uri: str, store: Store) -> list[Callable[[], pa.Table]]:
     when called, so a caller holds only the partitions it is working on."""
     if not is_partitioned(uri, store):
         return [partial(read_index, uri, store)]
-    manifest = json.loads(store.read_all(f"{uri.rstrip('/')}/{MANIFEST}"))
-    return [partial(read_index, url, store) for url in manifest["files"]]
+    return [partial(read_index, url, store) for url in _manifest(uri, store)["files"]]
 
 
 def index_partitions(uri: str, store: Store) -> Iterator[pa.Table]:

@@ -37,8 +37,9 @@ def ray_shard_indexes(
     progress: bool = False,
     per_task: int = SHARDS_PER_TASK,
     in_flight: int | None = None,
+    first: int = 0,
 ) -> Iterator[ShardIndex]:
-    """Each shard's index, in shard order, scanned by Ray tasks on the cluster this process is connected
+    """Each shard's index, in shard order (numbered from `first`), scanned by Ray tasks on the cluster this process is connected
     to (`ray.init` first); a lost task is retried by Ray (a scan only reads)."""
     import ray
 
@@ -49,7 +50,7 @@ def ray_shard_indexes(
     with tqdm(total=len(urls), unit="shard", desc="index", disable=not progress) as bar:
         pending: deque = deque()
         for start, batch in batches:
-            pending.append(scan.remote(batch, start, store, key_pattern, workers))
+            pending.append(scan.remote(batch, first + start, store, key_pattern, workers))
             if len(pending) >= in_flight:
                 yield from _taken(pending.popleft(), bar)
         while pending:
