@@ -44,8 +44,6 @@ JOBS_DIR = f"{META_DIR}/jobs"
 CANCEL_CHECK_S = 2.0  # how often the driver looks for a cancel request
 # When a job was handed to a driver started for it (tv3s.submit): a cancel asked since counts.
 SUBMITTED_ENV = "TV3S_SUBMITTED_AT"
-_LOADED_AT = utc_now()  # else when this process loaded the driver: before it started Ray, so a cancel
-# asked while the job starts counts (`tv3s run` imports this first thing)
 
 
 class JobError(RuntimeError):
@@ -288,8 +286,13 @@ class _Progress:
 class JobRunner:
     """Runs one job on the Ray cluster the process is connected to (see `run_job`)."""
 
-    def __init__(self, spec: JobSpec, progress: bool = True, poll_s: float = 0.5) -> None:
+    def __init__(
+        self, spec: JobSpec, progress: bool = True, poll_s: float = 0.5, started_at: str | None = None
+    ) -> None:
+        """`started_at`: when this run began (UTC, as `utc_now`; default now): a cancel asked since counts
+        for it, an older one was for an earlier run."""
         self.spec, self.progress, self.poll_s = spec, progress, poll_s
+        self._started_at = os.environ.get(SUBMITTED_ENV) or started_at or utc_now()
         self.store = Store(spec.storage_options())
         self.output = open_output(spec)
         self.paths = {k: self.output.full(v) for k, v in job_paths(spec.name).items()}
@@ -300,7 +303,6 @@ class JobRunner:
         import ray
 
         started = self._started = time.perf_counter()
-        self._started_at = os.environ.get(SUBMITTED_ENV) or _LOADED_AT
         spec = self.spec
         partitions, input_errors = job_partitions(spec, self.store, self.progress)
         totals, last = self._plan_and_record(partitions)
@@ -614,6 +616,7 @@ def run_job(
 
     from .local_ray import start_local_ray, stop_local_ray
 
+    started_at = utc_now()  # before Ray starts: a cancel asked meanwhile is for this run
     local = connected = None
     if not ray.is_initialized():
         if address is None:
@@ -621,7 +624,7 @@ def run_job(
         else:
             connected = ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     try:
-        return JobRunner(spec, progress=progress).run()
+        return JobRunner(spec, progress=progress, started_at=started_at).run()
     finally:
         if local is not None:
             stop_local_ray(local)
