@@ -5,8 +5,8 @@ job's U committed units, 10 per video, as a real job leaves them before compacti
 small file per unit in `frames` and in the `units` ledger, and one application
 transaction per unit in each table's log. The first --real-units units are committed by
 the project's own writer (`ManifestWriter.commit_units`: the per-unit cost, and its S3
-requests); the rest are laid down in bulk with the same files and transactions (writing
-100k units one by one would take hours and measure nothing new). Then, timed:
+requests); the rest are laid down in bulk with the same files, transactions and log checkpoints
+(writing 100k units one by one would take hours and measure nothing new). Then, timed:
 
 - `commit`: one more unit through `ManifestWriter.commit_units` at this size;
 - `status` over a ledger never merged (one file per unit), then the ledger merged as a running
@@ -139,7 +139,12 @@ def bulk_commit(output: Output, table: str, schema: pa.Schema, parts: list[tuple
         stats = json.dumps(_stats(data))
         actions.append(AddAction(rel.split("/", 1)[1], len(blob), {}, int(time.time() * 1000), True, stats))
     props = CommitProperties(app_transactions=[Transaction(app_id, 1) for app_id, _ in parts])
-    output.table(table).create_write_transaction(actions, "append", schema, commit_properties=props)
+    dt = output.table(table)
+    dt.create_write_transaction(actions, "append", schema, commit_properties=props)
+    # One bulk commit stands for BULK unit commits, after which delta-rs would have checkpointed
+    # (every 100 commits): without this the log would be replayed from its start at every load.
+    dt.update_incremental()
+    dt.create_checkpoint()
 
 
 def _stats(data: pa.Table) -> dict:
