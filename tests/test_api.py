@@ -8,9 +8,9 @@ import tv3s
 
 from .support.jobdata import job_spec, write_archive
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-
+@pytest.mark.ray
+@pytest.mark.slow
 def test_submit_cancel_resubmit_and_read_the_tables(tmp_path):
     spec = job_spec(write_archive(tmp_path / "archive"), str(tmp_path / "out"), name="api-job")
     job = tv3s.submit(spec, num_cpus=2)
@@ -28,3 +28,26 @@ def test_submit_cancel_resubmit_and_read_the_tables(tmp_path):
     assert tv3s.Job(spec).status() == final  # a handle made later reads the same output
     with pytest.raises(ValueError, match="no table 'masks'"):
         job.table("masks")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_label_in_one_call_writes_the_spec_that_resumes_it(tmp_path):
+    out = tmp_path / "labels"
+    job = tv3s.label(write_archive(tmp_path / "archive"), str(tv3s.DEMO_CHECKPOINT), str(out), resize="none")
+    assert job.status()["state"] == "finished" and job.table("videos").num_rows == 4
+    spec = tv3s.load_job_spec(str(out) + ".job.yaml")
+    assert spec == job.spec and spec.name == "labels"
+    again = tv3s.label(
+        write_archive(tmp_path / "archive"), str(tv3s.DEMO_CHECKPOINT), str(out), resize="none", wait=False
+    )
+    assert again.wait()["frames"] == 55  # found done: nothing labelled twice
+    assert job.table("frames").num_rows == 55
+
+
+def test_a_mistake_in_the_call_raises_before_anything_starts(tmp_path):
+    from tv3s.jobs.preflight import PreflightError
+
+    with pytest.raises(PreflightError, match="nothing|no such"):
+        tv3s.label([str(tmp_path / "missing.mp4")], str(tv3s.DEMO_CHECKPOINT), str(tmp_path / "out"))
+    assert not (tmp_path / "out.job.yaml").exists()

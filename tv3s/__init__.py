@@ -1,8 +1,8 @@
 """tv3s: batch pseudo-labeling of video with TV3S (temporal state space sharing).
 
 The Python API (see `tv3s.api` and the README's "Python API"): `submit` a `JobSpec` and keep
-the `Job` handle (`status`, `wait`, `cancel`, `table`, `query`); `load_job_spec` reads a spec
-file. They are imported on first use, so `import tv3s` (and every CLI command) stays light.
+the `Job` handle (`status`, `wait`, `cancel`, `table`, `query`); `label` is the one call from
+files to labels; `load_job_spec` reads a spec file. They are imported on first use, so `import tv3s` (and every CLI command) stays light.
 """
 
 from pathlib import Path
@@ -17,6 +17,7 @@ _API = {
     "Job": "api",
     "JobFailed": "api",
     "submit": "api",
+    "label": "api",
     "JobSpec": "schemas.job",
     "load_job_spec": "schemas.job",
 }

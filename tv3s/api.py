@@ -11,6 +11,8 @@
     job.table("videos")                                   # this job's rows as a pyarrow.Table
     job.query("SELECT video_id, mean_confidence FROM videos ORDER BY 2 LIMIT 10")
 
+    job = tv3s.label(["s3://bucket/footage/"], "model.pth", "s3://bucket/labels")   # one call, waited
+
 The driver never runs in the caller's process: a job is hours of work that must outlive a
 notebook cell, and Ray's driver wants a process of its own. Everything a handle reports is
 read from the job's output (its plan, status and units ledger), so a handle made later for
@@ -25,16 +27,20 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from .jobs.label_spec import label_spec, spec_location, spec_yaml
+from .jobs.preflight import check_checkpoint, check_inputs
 from .jobs.runner import SUBMITTED_ENV, open_output, read_status, request_cancel
 from .jobs.status import job_progress
 from .pipeline.outputs.commit import utc_now
 from .pipeline.outputs.query import connect, run_query
+from .pipeline.storage import Store
 from .schemas.job import JobSpec
 from .schemas.manifest import TABLES
 
@@ -138,6 +144,36 @@ class Job:
     def query(self, sql: str) -> pa.Table:
         """A read-only SQL query over the output's tables (all jobs': filter on job_id)."""
         return run_query(connect(self.output), sql)
+
+
+def label(
+    sources: Sequence[str],
+    checkpoint: str,
+    out: str,
+    *,
+    mode: str = "stream",
+    actors: int = 1,
+    every: int = 1,
+    resize: str = "official",
+    name: str | None = None,
+    endpoint_url: str | None = None,
+    address: str | None = None,
+    wait: bool = True,
+) -> Job:
+    """Label video files, folders, s3:// prefixes or shards into `out` in one call, as `tv3s label`
+    does: the inputs and checkpoint are checked first (a mistake raises PreflightError before anything
+    starts), the spec is written beside the output (OUTPUT.job.yaml: `tv3s run` on it resumes), and the
+    job runs (`address`: a cluster's dashboard, as for `submit`). Waits for the end unless `wait=False`;
+    calling it again with the same arguments resumes, or finds everything done."""
+    spec = label_spec(sources, checkpoint, out, mode, actors, every, resize, name, endpoint_url)
+    store = Store(spec.storage_options())
+    check_inputs(spec, store)
+    check_checkpoint(spec, store)
+    store.write(spec_location(spec.output), spec_yaml(spec).encode())
+    job = submit(spec, address)
+    if wait:
+        job.wait()
+    return job
 
 
 def submit(spec: JobSpec, address: str | None = None, num_cpus: int | None = None) -> Job:

@@ -8,13 +8,10 @@ unless --address) and ends with the commands that query and render the result.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
 import sys
-
-import yaml
 
 from ..model.predict import MODES
 from .common import add_every_argument, add_resize_argument, positive_int
@@ -48,13 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..jobs.label_spec import spec_location, spec_yaml
     from ..jobs.preflight import PreflightError, check_checkpoint, check_inputs, check_ray_address
     from ..jobs.runner import JobError, run_job
     from ..pipeline.storage import Store
-    from ..schemas.job import JobSpecError, load_job_spec
+    from ..schemas.job import JobSpecError
 
     try:
-        spec = load_job_spec(spec_data(args))
+        spec = spec_of(args)
     except JobSpecError as exc:  # a job name from --name or OUTPUT that is not one, say
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)
         return 2
@@ -80,31 +78,21 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary.state in ("finished", "cancelled") else 1
 
 
-def spec_data(args: argparse.Namespace) -> dict:
-    """The job spec of the command line; local paths made absolute, so the spec works from anywhere."""
-    output = _absolute(args.out)
-    return {
-        "name": args.name or _job_name(output),
-        "inputs": {
-            "shards": [_absolute(s) for s in args.sources],
-            "resize": args.resize,
-            "frame_stride": args.every,
-        },
-        "model": {"checkpoint": _absolute(args.checkpoint), "mode": args.mode},
-        "output": output,
-        "endpoint_url": args.endpoint_url,
-        "resources": {"actors": args.actors},
-    }
+def spec_of(args: argparse.Namespace):
+    """The job spec of the command line."""
+    from ..jobs.label_spec import label_spec
 
-
-def spec_location(output: str) -> str:
-    """Where the spec goes: beside the output, named after it."""
-    return output.rstrip("/") + ".job.yaml"
-
-
-def spec_yaml(spec) -> str:
-    """The spec as YAML, with the fields that differ from their defaults."""
-    return yaml.safe_dump(json.loads(spec.model_dump_json(exclude_defaults=True)), sort_keys=False)
+    return label_spec(
+        args.sources,
+        args.checkpoint,
+        args.out,
+        args.mode,
+        args.actors,
+        args.every,
+        args.resize,
+        args.name,
+        args.endpoint_url,
+    )
 
 
 def print_next_steps(spec, spec_url: str, endpoint_url: str | None) -> None:
@@ -133,12 +121,3 @@ def _heaviest_video(spec) -> str | None:
     with output.fs.open(path, "rb") as f:
         ids = pq.read_table(f, columns=["video_id"])["video_id"].to_pylist()
     return ids[0] if ids else None
-
-
-def _absolute(where: str) -> str:
-    return where if "://" in where else os.path.abspath(where)
-
-
-def _job_name(output: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._=-]+", "-", os.path.basename(output.rstrip("/"))).strip("-._=")
-    return name[:100] or NAME
