@@ -142,6 +142,7 @@ def generated_part(video: int, rows: int, rng: np.random.Generator, masks: list[
         "temporal_state": pa.array(["carried"] * rows),
         "state_reset_reason": pa.nulls(rows, pa.string()),
         "warmup_frames": pa.array(np.zeros(rows), pa.int32()),
+        "frame_stride": pa.array(np.ones(rows), pa.int32()),
         "model_id": pa.array(["bench:model"] * rows),
         "checkpoint_sha256": pa.nulls(rows, pa.string()),
         "inference_mode": pa.array(["stream"] * rows),
