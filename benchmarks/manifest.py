@@ -105,7 +105,7 @@ def per_frame(frames: int, height: int, width: int) -> None:
     print(f"  PNG encoding alone (baseline)                         {png * 1e3:8.1f}")
     print(f"  statistics alone                                      {stats * 1e3:8.1f}")
     print(
-        f"  manifest: PNG + stats + row + Parquet commit          {manifest * 1e3:8.1f}"
+        f"  manifest: PNG + stats + row + Delta commit            {manifest * 1e3:8.1f}"
         f"   (commit share {t_write * 1e3:.1f})"
     )
     print(f"  manifest / PNG                                        {manifest / png:8.2f}   (goal <= 1.5)")
