@@ -78,6 +78,7 @@ class Output:
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
         self._tables: dict[str, object] = {}
+        self._legacy_checked = False
 
     # --- paths ----------------------------------------------------------------------------
     def full(self, rel: str) -> str:
@@ -217,7 +218,7 @@ class Output:
         return self.table(name)
 
     def _refuse_legacy(self) -> None:
-        if not getattr(self, "_legacy_checked", False):
+        if not self._legacy_checked:
             if self.fs.exists(self.full(LEGACY_COMMITS_DIR)):
                 raise CommitError(
                     f"{self.url} was written by an older tv3s (per-unit JSON commit records under "

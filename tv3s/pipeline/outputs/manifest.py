@@ -371,11 +371,13 @@ class ManifestWriter:
         return UnitKey(self.run.job_id, self.video_scope(video_id), unit_name(first, last))
 
     # --- reading the ledger -------------------------------------------------------------------
-    def ledger(self, scope: str | None = None, columns: list[str] | None = None) -> pa.Table:
-        """This job's ledger rows (of one scope), read with the filter pushed down to the files."""
+    def ledger(self, scope: str | None = None, columns: list[str] | None = None, kind: str | None = None) -> pa.Table:
+        """This job's ledger rows (of one scope, of one kind), read with the filter pushed down to the files."""
         where = pc.field("job_id") == self.run.job_id
         if scope is not None:
             where &= pc.field("scope") == scope
+        if kind is not None:
+            where &= pc.field("kind") == kind
         return self.output.dataset("units", UNITS_SCHEMA).to_table(columns=columns, filter=where)
 
     def is_committed(self, video_id: str, first: int, last: int) -> bool:
@@ -385,13 +387,11 @@ class ManifestWriter:
     def finished_video_keys(self) -> set[str]:
         """`video_scope` of every video whose summary row is committed (so all its units are), from one
         read of the ledger: what a resumed job need not hand to an actor again."""
-        rows = self.ledger(columns=["scope", "kind"])
-        return set(rows.filter(pc.equal(rows["kind"], "summary"))["scope"].to_pylist())
+        return set(self.ledger(columns=["scope"], kind="summary")["scope"].to_pylist())
 
     def committed_units(self, video_id: str) -> set[int]:
         """Segments of the video already committed (by any unit), for planning a resume."""
-        rows = self.ledger(self.video_scope(video_id), ["kind", "unit_first", "unit_last"])
-        rows = rows.filter(pc.equal(rows["kind"], "units"))
+        rows = self.ledger(self.video_scope(video_id), ["unit_first", "unit_last"], kind="units")
         return {
             s for a, b in zip(rows["unit_first"].to_pylist(), rows["unit_last"].to_pylist()) for s in range(a, b + 1)
         }
