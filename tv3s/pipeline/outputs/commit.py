@@ -30,20 +30,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TypeVar
 
 import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 from fsspec.implementations.local import LocalFileSystem
 
+from ..storage import RetryPolicy
+
 META_DIR = "_tv3s"
 LEGACY_COMMITS_DIR = f"{META_DIR}/commits"  # tv3s before Delta tables: refused with a message
 STEPS = ("before_write", "mid_write", "after_write", "after_commit")
 _COMMIT_RETRIES = 20  # log conflicts between different units are retried by delta-rs itself
+
+T = TypeVar("T")
+_RETRY = RetryPolicy()
 
 # Called with (step, where) at each step of a commit; tests use it to inject crashes.
 Observer = Callable[[str, str], None]
@@ -178,12 +185,21 @@ class Output:
 
     def is_committed(self, name: str, app_id: str) -> bool:
         """Whether `name` holds the append of unit `app_id` (its application transaction)."""
-        dt = self.table(name)
-        return dt is not None and dt.transaction_version(app_id) is not None
+
+        def look() -> bool:
+            dt = self.table(name)
+            return dt is not None and dt.transaction_version(app_id) is not None
+
+        return _retrying(look)
 
     def append_once(self, name: str, data: pa.Table, app_id: str, observer: Observer = no_observer) -> bool:
         """Append `data` to table `name` as unit `app_id`, unless that unit was appended before;
-        returns whether this call appended it. The table is created (schema of `data`) if missing."""
+        returns whether this call appended it. The table is created (schema of `data`) if missing.
+        A store error is retried (with the project's backoff): the append is exactly-once, so a retry
+        after an append that did land finds its transaction and writes nothing."""
+        return _retrying(lambda: self._append_once(name, data, app_id, observer))
+
+    def _append_once(self, name: str, data: pa.Table, app_id: str, observer: Observer) -> bool:
         from deltalake import CommitProperties, Transaction, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
@@ -226,6 +242,18 @@ class Output:
                     "output, or read the old one with the tv3s version that wrote it"
                 )
             self._legacy_checked = True
+
+
+def _retrying(call: Callable[[], T]) -> T:
+    """`call`, again after a store error (delta-rs raises OSError for a dropped connection, a 5xx or a
+    SlowDown it did not absorb itself), with the project's backoff; the last attempt's error stands."""
+    rng = random.Random()
+    for attempt in range(_RETRY.attempts - 1):
+        try:
+            return call()
+        except OSError:
+            time.sleep(_RETRY.delay(attempt, rng))
+    return call()
 
 
 def _modified(info: dict) -> float:
