@@ -8,9 +8,11 @@ the project's own writer (`ManifestWriter.commit_units`: the per-unit cost, and 
 requests); the rest are laid down in bulk with the same files, transactions and log checkpoints
 (writing 100k units one by one would take hours and measure nothing new). Then, timed:
 
-- `commit`: one more unit through `ManifestWriter.commit_units` at this size;
-- `status` over a ledger never merged (one file per unit), then the ledger merged as a running
-  job does every 500 units (`compact_ledger`), and after it:
+- `commit_unmerged`: one more unit through `ManifestWriter.commit_units` at this size, with one
+  file per unit in each table (the cost of an append grows with the table's files);
+- `status` over a ledger never merged (one file per unit), then every table's small files merged
+  as a running job does every 500 units (`merge_small_files`), and after it:
+- `commit`: one more unit, as a running job commits it;
 - `resume read`: `finished_video_keys` + `committed_units` of one video (what a re-run reads);
 - `status`: `job_progress` (one aggregate over the ledger);
 - `query`: `connect` + `SELECT count(*) FROM frames`;
@@ -42,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: t
 from tv3s.jobs.runner import job_paths  # noqa: E402
 from tv3s.jobs.status import job_progress  # noqa: E402
 from tv3s.pipeline.outputs.commit import Output  # noqa: E402
-from tv3s.pipeline.outputs.compact import compact, compact_ledger  # noqa: E402
+from tv3s.pipeline.outputs.compact import compact, merge_small_files  # noqa: E402
 from tv3s.pipeline.outputs.manifest import (  # noqa: E402
     ManifestWriter,
     RunInfo,
@@ -219,12 +221,16 @@ def measure(output: Output, units: int, real: int, requests: Counter) -> dict:
     lay_down(output, real, units, mask)
     write_plan(output, units)
     print(f"  laid down {units - real} more units in {time.perf_counter() - start:.1f} s", flush=True)
-    extra = units + UNITS_PER_VIDEO * 1000  # a video of its own
-    out["commit"] = timed(
-        "commit one more unit", lambda: writer.commit_units(video_id(extra), 0, 0, _frame_rows(extra, mask)), requests
-    )
+    fresh = iter(range(units + UNITS_PER_VIDEO * 1000, units + UNITS_PER_VIDEO * 2000, UNITS_PER_VIDEO))
+
+    def commit_one() -> None:  # a unit of a video of its own
+        extra = next(fresh)
+        writer.commit_units(video_id(extra), 0, 0, _frame_rows(extra, mask))
+
+    out["commit_unmerged"] = timed("commit a unit, files never merged", commit_one, requests, repeat=5)
     out["status_unmerged"] = timed("status, ledger never merged", lambda: job_progress(output, "bench"), requests)
-    out["merge_ledger"] = timed("merge the ledger (a job: every 500)", lambda: compact_ledger(output), requests)
+    out["merge"] = timed("merge small files (a job: every 500)", lambda: merge_small_files(output), requests)
+    out["commit"] = timed("commit a unit, files merged", commit_one, requests, repeat=5)
     out["resume"] = timed(
         "resume read", lambda: (writer.finished_video_keys(), writer.committed_units(video_id(0))), requests
     )

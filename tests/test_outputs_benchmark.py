@@ -15,5 +15,15 @@ def test_a_small_run_measures_every_step():
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (result,) = json.loads(proc.stdout.strip().splitlines()[-1])["results"]
-    steps = ("commit_real", "commit", "status_unmerged", "merge_ledger", "resume", "status", "query", "compact")
+    steps = (
+        "commit_real",
+        "commit",
+        "commit_unmerged",
+        "status_unmerged",
+        "merge",
+        "resume",
+        "status",
+        "query",
+        "compact",
+    )
     assert result["units"] == 30 and all(result[s]["seconds"] > 0 for s in steps)

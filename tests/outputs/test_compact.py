@@ -10,9 +10,19 @@ import polars as pl
 import pytest
 
 from tv3s.pipeline.outputs.commit import Output
-from tv3s.pipeline.outputs.compact import compact, vacuum_states
+from tv3s.pipeline.outputs.compact import compact, merge_small_files, vacuum_states
 
-from ..support.manifest_data import read_visible, run_info, sample_job, sorted_rows, write_job
+from ..support.manifest_data import (
+    Crash,
+    crash_at,
+    expected_keys,
+    frame_keys,
+    read_visible,
+    run_info,
+    sample_job,
+    sorted_rows,
+    write_job,
+)
 
 RUN = run_info()
 
@@ -86,3 +96,18 @@ def test_resume_points_no_unit_names_are_vacuumed_after_the_grace_period(tmp_pat
     old = time.time() - 7200
     os.utime(output.full(orphan), (old, old))
     assert vacuum_states(output, grace_s=3600) == [orphan]
+
+
+def test_a_unit_retried_after_its_frames_were_merged_is_not_appended_twice(tmp_path, job):
+    """A running job merges small files while units are half done: the merge rewrites a unit's
+    frames into another file, and the unit's retry must still find them committed (the
+    application transaction is in the log, not in the file)."""
+    output = Output(str(tmp_path / "out"))
+    with pytest.raises(Crash):
+        write_job(output, RUN, job, observer=crash_at("after_write", occurrence=3))
+    assert merge_small_files(output) >= 3
+    assert data_files(output, "frames") == 1
+    write_job(output, RUN, job)
+    assert frame_keys(read_visible(output, "frames")) == expected_keys(RUN, job)
+    assert merge_small_files(output) > 0 and data_files(output, "frames") == 1
+    assert frame_keys(read_visible(output, "frames")) == expected_keys(RUN, job)

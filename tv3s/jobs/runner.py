@@ -31,7 +31,7 @@ from ..pipeline.ingest.inputs import index_inputs
 from ..pipeline.ingest.partitions import partition_loaders
 from ..pipeline.ingest.scan_tasks import JOB_RAY_FROM
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
-from ..pipeline.outputs.compact import LEDGER_COMPACT_UNITS, compact_ledger
+from ..pipeline.outputs.compact import MERGE_EVERY_UNITS, merge_small_files
 from ..pipeline.outputs.manifest import ManifestWriter, encode_parquet, safe_key
 from ..pipeline.storage import Store
 from ..schemas.errors import ErrorKind, InputError
@@ -296,8 +296,8 @@ class JobRunner:
         self.store = Store(spec.storage_options())
         self.output = open_output(spec)
         self.paths = {k: self.output.full(v) for k, v in job_paths(spec.name).items()}
-        self._ledger_compacted_at = 0  # units committed when the ledger was last merged
-        self._ledger_merge: threading.Thread | None = None
+        self._merged_at = 0  # units committed when the tables' small files were last merged
+        self._merge: threading.Thread | None = None
 
     def run(self) -> JobSummary:
         import ray
@@ -328,7 +328,7 @@ class JobRunner:
                 ray.kill(actor, no_restart=True)
             self._request(0)
         if summary.units_committed:
-            self._compact_ledger(summary, wait=True)
+            self._merge_small_files(summary, wait=True)
         summary.seconds = time.perf_counter() - started
         summary.labeling_seconds = time.perf_counter() - ready
         if summary.state == "running":
@@ -429,12 +429,12 @@ class JobRunner:
 
     def _report(self, flight: _Flight, summary: JobSummary, progress: _Progress) -> None:
         """Every 2 s: live frame counts on the progress bar and the driver's status record; every
-        LEDGER_COMPACT_UNITS units committed, the ledger's small files merged."""
+        MERGE_EVERY_UNITS units committed, the tables' small files merged."""
         if time.monotonic() - progress.last_report <= 2:
             return
         progress.last_report = time.monotonic()
-        if summary.units_committed - self._ledger_compacted_at >= LEDGER_COMPACT_UNITS:
-            self._compact_ledger(summary)
+        if summary.units_committed - self._merged_at >= MERGE_EVERY_UNITS:
+            self._merge_small_files(summary)
         if self.progress:
             progress.show(self._live_frames(flight.live, progress.frames_seen))
         summary.seconds = time.perf_counter() - self._started  # so far: `tv3s status` rates from it
@@ -516,25 +516,25 @@ class JobRunner:
         return [remote.remote(spec_json) for _ in range(count)]
 
     # ------------------------------------------------------------------ bookkeeping
-    def _compact_ledger(self, summary: JobSummary, wait: bool = False) -> None:
-        """Merge the ledger's one-row files in a thread of its own (on S3, 500 files take a minute of
+    def _merge_small_files(self, summary: JobSummary, wait: bool = False) -> None:
+        """Merge the tables' small files in a thread of its own (on S3, 500 files take a minute of
         requests: the driver keeps dispatching meanwhile), one merge at a time; `wait` for the last."""
-        if self._ledger_merge is not None and self._ledger_merge.is_alive():
+        if self._merge is not None and self._merge.is_alive():
             if not wait:
                 return
-            self._ledger_merge.join()
-        self._ledger_compacted_at = summary.units_committed
-        self._ledger_merge = threading.Thread(target=self._merge_ledger, name="tv3s-ledger-merge", daemon=True)
-        self._ledger_merge.start()
+            self._merge.join()
+        self._merged_at = summary.units_committed
+        self._merge = threading.Thread(target=self._merge_files, name="tv3s-merge", daemon=True)
+        self._merge.start()
         if wait:
-            self._ledger_merge.join()
+            self._merge.join()
 
-    def _merge_ledger(self) -> None:
+    def _merge_files(self) -> None:
         """An optimisation, so a failure (a conflict with another compaction) is logged and the job goes on."""
         try:
-            compact_ledger(self.output)
+            merge_small_files(self.output)
         except Exception as exc:  # deltalake's errors, or the store's: nothing is lost by skipping
-            log.warning("merging the units ledger's files failed (%s); the job goes on", failure_reason(exc))
+            log.warning("merging the tables' small files failed (%s); the job goes on", failure_reason(exc))
 
     def _plan_and_record(self, partitions: list[Callable[[], pa.Table]]) -> tuple[_PlanTotals, ChainPlan]:
         """Plan every partition once, for the totals and the planning errors, and record the plan (the

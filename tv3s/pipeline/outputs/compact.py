@@ -1,7 +1,8 @@
 """Rewrite many small committed files into few large ones, row for row, and vacuum what no reader needs.
 
 A labeling job appends one small file per unit to each table, so a big job leaves
-thousands of small files: slow to open for every query. Compaction is Delta's own:
+thousands of small files: slow to open for every query, and slow to append to (see
+`merge_small_files`, which a running job calls every MERGE_EVERY_UNITS units). Compaction is Delta's own:
 `optimize.compact` rewrites each table's small files into files of about TARGET_BYTES in
 one commit (readers see the old files or the new ones, never both, never neither), then
 a checkpoint lets readers open the table without replaying every commit. Replaced files
@@ -24,7 +25,8 @@ from ...schemas.manifest import TABLES
 from .commit import Output
 
 TARGET_BYTES = 256 << 20
-LEDGER_COMPACT_UNITS = 500  # a running job merges the ledger's files this often (units committed)
+MERGE_EVERY_UNITS = 500  # a running job merges its tables' small files this often (units committed)
+MERGE_TARGET_BYTES = 64 << 20
 DEFAULT_GRACE_S = 3600.0
 
 
@@ -64,17 +66,23 @@ def compact(output: Output, target: int = TARGET_BYTES, grace_s: float = DEFAULT
     return CompactReport(done, len(vacuum_states(output, grace_s)))
 
 
-def compact_ledger(output: Output) -> int:
-    """Merge the units ledger's one-row files (one per committed unit) and checkpoint its log, without
-    vacuuming; returns the files merged. A running job does this every LEDGER_COMPACT_UNITS units: the
-    ledger is what resumes, summaries and `tv3s status` read, and reading it costs a file open per file
-    (1,000 one-row files: 1.5 s a scan here; merged: 0.1 s). Delta lets it run beside the actors'
-    appends: compaction only removes files it rewrote, appends only add files."""
-    dt = output.table("units")
-    if dt is None:
-        return 0
-    merged = int(dt.optimize.compact(target_size=TARGET_BYTES).get("numFilesRemoved", 0))
-    dt.create_checkpoint()
+def merge_small_files(output: Output, target: int = MERGE_TARGET_BYTES) -> int:
+    """Merge every table's small files and checkpoint its log, without vacuuming; returns the files
+    merged. A running job does this every MERGE_EVERY_UNITS units committed, because a Delta
+    append costs in proportion to the files the table holds (delta-rs rebuilds its file list at
+    each commit; measured here, deltalake 1.6.6, local disk: 14 ms at 200 files, 85 ms at 10k,
+    300 ms at 50k; at 10k units merged into 3 files, 10 ms), and every reader opens each file
+    (1,000 one-row ledger files: 1.5 s a scan; merged: 0.1 s). Delta lets it run beside the
+    actors' appends: compaction only removes files it rewrote, appends only add files, and the
+    units' application transactions live in the log, not in the files, so exactly-once holds
+    across it. `target` is below `tv3s compact`'s so that the file still filling up, rewritten at
+    each merge, stays small."""
+    merged = 0
+    for name in TABLES:
+        dt = output.table(name)
+        if dt is not None:
+            merged += int(dt.optimize.compact(target_size=target).get("numFilesRemoved", 0))
+            dt.create_checkpoint()
     return merged
 
 
