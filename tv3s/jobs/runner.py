@@ -13,6 +13,7 @@ the results::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from ..pipeline.ingest.partitions import partition_loaders
 from ..pipeline.ingest.scan_tasks import JOB_RAY_FROM
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
 from ..pipeline.outputs.compact import MERGE_EVERY_UNITS, merge_small_files
-from ..pipeline.outputs.manifest import ManifestWriter, encode_parquet, safe_key
+from ..pipeline.outputs.manifest import ManifestWriter, RunInfo, encode_parquet, safe_key
 from ..pipeline.storage import Store
 from ..schemas.errors import ErrorKind, InputError
 from ..schemas.job import JobSpec, StateSpec
@@ -48,6 +49,38 @@ SUBMITTED_ENV = "TV3S_SUBMITTED_AT"
 
 class JobError(RuntimeError):
     """The job cannot run as specified; the message says what to change."""
+
+
+ANOTHER_VERSION = (
+    "To add this model's labels to the same output as a new model version, give the job another name "
+    "(`tv3s label --name {name}-v2`, or `name:` in the spec); or label into another output."
+)
+
+
+def _inputs_unit(errors: list[InputError]) -> str:
+    """The unit name of a run's input errors: the same errors (a resume) are one unit, committed once;
+    a run over other inputs (a grown archive) commits its own."""
+    text = json.dumps(sorted(e.model_dump_json() for e in errors))
+    return f"inputs-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def check_recorded(spec: JobSpec, output: Output) -> dict:
+    """The plan a job of this name recorded in the output before ({} if none), once it is sure the spec
+    labels the same way: another model or other labeling settings under the same name are refused (the
+    output would mix labelings). Other inputs are welcome: only what is new or changed is labelled."""
+    path = output.full(job_paths(spec.name)["plan"])
+    if not output.fs.exists(path):
+        return {}
+    before = json.loads(output.fs.cat_file(path))
+    if before.get("fingerprint") != spec.fingerprint():
+        was = (before.get("spec") or {}).get("model") or {}
+        raise JobError(
+            f"job {spec.name!r} in {output.url} labelled with other model settings or labeling settings "
+            f"(model {was.get('checkpoint') or was.get('preset')}, mode {was.get('mode')}, precision "
+            f"{was.get('precision')}; or resize, frame stride, key pattern, state policy). "
+            + ANOTHER_VERSION.format(name=spec.name)
+        )
+    return before
 
 
 @dataclass
@@ -198,8 +231,10 @@ class _Pending:
         self.plan = next(self.plans)
         order = self.plan.order()
         if self.finished:
-            ids = self.plan.video_ids(self.plan.chain_video[order]).to_pylist()
-            done = np.array([safe_key(v) in self.finished for v in ids], bool)
+            videos = self.plan.chain_video[order]
+            ids = self.plan.video_ids(videos).to_pylist()
+            contents = self.plan.content.take(pa.array(videos)).to_pylist()
+            done = np.array([f"{safe_key(v)}.{c}" in self.finished for v, c in zip(ids, contents)], bool)
             units = (self.plan.stop - self.plan.first)[order]
             for video_id, n in zip(np.array(ids, object)[done].tolist(), units[done].tolist()):
                 self.skipped(video_id, n)
@@ -313,13 +348,14 @@ class JobRunner:
         wanted = spec.resources.autoscale_max_actors or spec.resources.actors
         actors = self._start_actors(min(wanted, max(1, totals.chains)))
         self._request(len(actors))
-        run_info = ray.get(actors[0].run_info.remote())
-        ready = time.perf_counter()
-        writer = ManifestWriter(self.output, run_info)
-        if input_errors:
-            writer.commit_errors("inputs", input_errors)
-        summary.errors += len(input_errors)
         try:
+            run_info = ray.get(actors[0].run_info.remote())
+            self._check_model(run_info)
+            ready = time.perf_counter()
+            writer = ManifestWriter(self.output, run_info)
+            if input_errors:
+                writer.commit_errors(_inputs_unit(input_errors), input_errors)
+            summary.errors += len(input_errors)
             pending = _Pending(_plans(last, partitions[:-1], spec.state), totals.chains, writer.finished_video_keys())
             del last  # the generator holds it until its chains are handed out
             self._schedule(pending, totals.split_videos, actors, summary, writer)
@@ -538,47 +574,57 @@ class JobRunner:
 
     def _plan_and_record(self, partitions: list[Callable[[], pa.Table]]) -> tuple[_PlanTotals, ChainPlan]:
         """Plan every partition once, for the totals and the planning errors, and record the plan (the
-        spec, then a chain table per partition) unless this job recorded it before. One partition's
+        spec, then a chain table per partition). It is recorded at every run: a job run again over a
+        grown archive has a new plan, and `tv3s status` counts against the latest. One partition's
         plan is held at a time; the last one's is returned, to be handed out first rather than planned
         again (with one partition, nothing is planned twice)."""
-        recorded = self._check_fingerprint()
+        before = check_recorded(self.spec, self.output)
         totals = _PlanTotals()
         plan = None
         for p, load in enumerate(partitions):
             plan = None  # one partition at a time
-            plan = self._plan_partition(p, load(), totals, record=not recorded)
-        if not recorded:  # last: a job with plan.json has its whole plan recorded
-            body = {
-                "name": self.spec.name,
-                "fingerprint": self.spec.fingerprint(),
-                "spec": json.loads(self.spec.model_dump_json()),
-                "created_at": utc_now(),
-                **{k: getattr(totals, k) for k in ("videos", "chains", "units")},
-            }
-            self.output.fs.pipe_file(self.paths["plan"], json.dumps(body, indent=1).encode())
+            plan = self._plan_partition(p, load(), totals)
+        self._drop_stale_chains(len(partitions))
+        body = {
+            "name": self.spec.name,
+            "fingerprint": self.spec.fingerprint(),
+            "spec": json.loads(self.spec.model_dump_json()),
+            "created_at": before.get("created_at") or utc_now(),
+            "planned_at": utc_now(),
+            "model_id": before.get("model_id"),
+            **{k: getattr(totals, k) for k in ("videos", "chains", "units")},
+        }
+        self.output.fs.pipe_file(self.paths["plan"], json.dumps(body, indent=1).encode())
         return totals, plan
 
-    def _plan_partition(self, p: int, table: pa.Table, totals: _PlanTotals, record: bool) -> ChainPlan:
+    def _plan_partition(self, p: int, table: pa.Table, totals: _PlanTotals) -> ChainPlan:
         plan, errors = ChainPlan.build(table, self.spec.state)
         totals.add(plan, errors)
-        if record:
-            self.output.fs.makedirs(self.paths["chains"], exist_ok=True)
-            self.output.fs.pipe_file(f"{self.paths['chains']}/part-{p:05d}.parquet", encode_parquet(plan.table()))
+        self.output.fs.makedirs(self.paths["chains"], exist_ok=True)
+        self.output.fs.pipe_file(f"{self.paths['chains']}/part-{p:05d}.parquet", encode_parquet(plan.table()))
         return plan
 
-    def _check_fingerprint(self) -> bool:
-        """Whether the job's plan is recorded; a job name reused with other inputs, model or state
-        policy is refused."""
-        fs = self.output.fs
-        if not fs.exists(self.paths["plan"]):
-            return False
-        before = json.loads(fs.cat_file(self.paths["plan"]))
-        if before.get("fingerprint") != self.spec.fingerprint():
+    def _drop_stale_chains(self, partitions: int) -> None:
+        """Chain tables of an earlier plan with more partitions than this one."""
+        fs, folder = self.output.fs, self.paths["chains"]
+        fs.invalidate_cache(folder)
+        stale = [f for f in fs.find(folder) if f.rsplit("/", 1)[-1] >= f"part-{partitions:05d}.parquet"]
+        if stale:
+            fs.rm(stale)
+
+    def _check_model(self, run_info: RunInfo) -> None:
+        """The model the actors loaded is the one this job labelled with before (a checkpoint file
+        replaced under the same name is another model); the first run records it."""
+        plan = json.loads(self.output.fs.cat_file(self.paths["plan"]))
+        if plan.get("model_id") not in (None, run_info.model_id):
             raise JobError(
-                f"job {self.spec.name!r} in {self.output.url} was started with other inputs, model or state "
-                "policy; give this job another name (or another output)"
+                f"job {self.spec.name!r} in {self.output.url} labelled with model {plan['model_id']}, and "
+                f"{self.spec.model.checkpoint or self.spec.model.preset} is now {run_info.model_id}. "
+                + ANOTHER_VERSION.format(name=self.spec.name)
             )
-        return True
+        if plan.get("model_id") is None:
+            plan["model_id"] = run_info.model_id
+            self.output.fs.pipe_file(self.paths["plan"], json.dumps(plan, indent=1).encode())
 
     def _write_status(self, summary: JobSummary) -> None:
         body = {**asdict(summary), "updated_at": utc_now(), "frames_per_second": summary.frames_per_second}

@@ -6,6 +6,7 @@ import io
 
 import duckdb
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..pipeline.outputs.commit import Output
@@ -74,12 +75,25 @@ def _planned(output: Output, name: str) -> tuple[int, int]:
 
 
 def _ledger_counts(output: Output, name: str) -> dict[str, tuple[int, int, int]]:
-    """(units, frames, error rows) committed by the job, by kind of ledger row."""
+    """(units, frames, error rows) committed by the job, by kind of ledger row: of the videos' current
+    content only (a job run again over a changed archive keeps its earlier ledger rows as history;
+    a unit's scope ends with the digest of the content it labelled, the chain tables hold the
+    current digests). DuckDB streams both; nothing is held per unit."""
     ledger = output.dataset("units", UNITS_SCHEMA)  # noqa: F841 (read by DuckDB by name)
+    folder = output.full(job_paths(name)["chains"])
+    chains = ds.dataset(folder, format="parquet", filesystem=output.fs) if output.fs.exists(folder) else None
+    current = chains is not None and "content" in chains.schema.names
+    query = (
+        "WITH current AS (SELECT DISTINCT video_id, content FROM chains) "
+        "SELECT kind, count(*), coalesce(sum(frames), 0), coalesce(sum(error_rows), 0) FROM ledger l "
+        "LEFT JOIN current c ON l.video_id = c.video_id AND regexp_extract(l.scope, '[.]([0-9a-f]{16})$', 1) = c.content "
+        "WHERE l.job_id = ? AND (l.video_id IS NULL OR c.video_id IS NOT NULL) GROUP BY kind"
+        if current
+        else "SELECT kind, count(*), coalesce(sum(frames), 0), coalesce(sum(error_rows), 0) "
+        "FROM ledger WHERE job_id = ? GROUP BY kind"  # a plan recorded before contents were
+    )
     with duckdb.connect(":memory:") as con:
-        rows = con.execute(
-            "SELECT kind, count(*), coalesce(sum(frames), 0), coalesce(sum(error_rows), 0) "
-            "FROM ledger WHERE job_id = ? GROUP BY kind",
-            [name],
-        ).fetchall()
+        if current:
+            con.register("chains", chains)
+        rows = con.execute(query, [name]).fetchall()
     return {kind: (int(n), int(f), int(e)) for kind, n, f, e in rows}

@@ -140,7 +140,7 @@ class ChainWorker:
         outcomes = [ChainOutcome(chain.id, chain.video_id) for chain in chains]
         steps = {}
         for k, (chain, outcome) in enumerate(zip(chains, outcomes)):
-            done = self.writer.committed_units(chain.video_id)
+            done = self.writer.committed_units(chain.video_id, chain.content)
             outcome.units_already_done = sum(u.index in done for u in chain.units)
             if any(u.index not in done for u in chain.units):
                 steps[k] = self._label(chain, done, outcome, should_stop)
@@ -266,7 +266,9 @@ class ChainWorker:
                 point = ResumePoint(chain.video_id, end.unit, cursor, read.carried, read.labeler.previous, read.warmed)
                 blob = point.to_bytes()
                 read.since_checkpoint = 0
-            self.writer.commit_units(chain.video_id, end.unit, end.unit, read.rows, read.errors, resume_point=blob)
+            self.writer.commit_units(
+                chain.video_id, end.unit, end.unit, read.rows, read.errors, resume_point=blob, content=chain.content
+            )
             outcome.units_committed += 1
             outcome.frames += len(read.rows)
             outcome.errors += len(read.errors)
@@ -321,12 +323,16 @@ class ChainWorker:
     def _finalize(self, chain: Chain) -> None:
         """The video's summary row, once every planned unit is committed (by any chain)."""
         self.writer.finalize_video(
-            chain.video_id, max(chain.video_units) + 1, require_complete=True, planned=chain.video_units
+            chain.video_id,
+            max(chain.video_units) + 1,
+            require_complete=True,
+            planned=chain.video_units,
+            content=chain.content,
         )
 
     def _resume_point(self, chain: Chain, position: int) -> tuple[int, ResumePoint | None]:
         """The latest committed resume point before unit `position` of the chain, and where to read from."""
-        points = self.writer.resume_points(chain.video_id)
+        points = self.writer.resume_points(chain.video_id, chain.content)
         for k in range(position - 1, -1, -1):
             unit = chain.units[k]
             path = points.get((unit.index, unit.index))

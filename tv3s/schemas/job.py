@@ -185,8 +185,12 @@ class JobSpec(_Strict):
         return {"client_kwargs": {"endpoint_url": self.endpoint_url}} if self.endpoint_url else {}
 
     def fingerprint(self) -> str:
-        """What must not change when a job is resumed: inputs, model and state policy."""
+        """What must not change while a job's name stays: the model and how it labels (resize, frame
+        stride, key pattern, state policy). The input list may: a job run again over a grown archive
+        labels only the videos that are new or changed (see `tv3s.jobs.plan.video_contents`)."""
         keep = self.model_dump(include={"inputs", "model", "state"})
+        for where in ("shards", "index"):
+            keep["inputs"].pop(where)
         keep["state"].pop("checkpoint_every", None)
         if keep["inputs"]["frame_stride"] == 1:  # as before the field existed: such jobs resume
             del keep["inputs"]["frame_stride"]

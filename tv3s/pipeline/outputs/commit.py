@@ -135,6 +135,14 @@ class Output:
         if rels:
             self.fs.rm([self.full(r) for r in rels])
 
+    def drop(self, prefix: str) -> None:
+        """Delete everything under a root-relative prefix (a table no one reads any more), if present."""
+        for name in [n for n in self._tables if n == prefix or n.startswith(prefix + "/")]:
+            del self._tables[name]
+        self.fs.invalidate_cache(self.full(prefix))
+        if self.fs.exists(self.full(prefix)):
+            self.fs.rm(self.full(prefix), recursive=True)
+
     # --- Delta tables ---------------------------------------------------------------------
     def delta_options(self) -> dict[str, str]:
         """delta-rs storage options for this location: fsspec's credentials and endpoint, and the
@@ -216,6 +224,31 @@ class Output:
                 dt.update_incremental()
         raise CommitError(f"could not commit unit {app_id} to {self.uri(name)}: the log kept conflicting")
 
+    def replace_once(
+        self, name: str, rows: Callable[[], pa.Table | pa.RecordBatchReader], schema: pa.Schema, where: str, app_id: str
+    ) -> bool:
+        """Replace the rows of table `name` that match `where` (a predicate from `video_predicate`) by
+        `rows()` in one commit, as unit `app_id`, unless that unit committed before; returns whether
+        this call did. Readers see the old rows or the new ones, never both, never neither. `rows` is
+        called per attempt (a reader is used up by a failed one)."""
+        return _retrying(lambda: self._replace_once(name, rows, schema, where, app_id))
+
+    def _replace_once(self, name: str, rows, schema: pa.Schema, where: str, app_id: str) -> bool:
+        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake.exceptions import CommitFailedError
+
+        for _ in range(_COMMIT_RETRIES):
+            dt = self.table(name) or self._create(name, schema)
+            if dt.transaction_version(app_id) is not None:
+                return False
+            props = CommitProperties(app_transactions=[Transaction(app_id, 1)], max_commit_retries=_COMMIT_RETRIES)
+            try:
+                write_deltalake(dt, rows(), mode="overwrite", predicate=where, commit_properties=props)
+                return True
+            except CommitFailedError:  # a concurrent commit touched the same files: look again
+                dt.update_incremental()
+        raise CommitError(f"could not replace rows of {app_id} in {self.uri(name)}: the log kept conflicting")
+
     def _create(self, name: str, schema: pa.Schema):
         """Create the table (a no-op if another writer just did) and open it."""
         from deltalake import DeltaTable
@@ -242,6 +275,17 @@ class Output:
                     "output, or read the old one with the tv3s version that wrote it"
                 )
             self._legacy_checked = True
+
+
+def video_predicate(job_id: str, video_id: str) -> str:
+    """The Delta predicate (SQL, parsed by delta-rs) selecting one video's rows of one job. The ids
+    are only ever string literals in it: a quote is doubled, the SQL way, so an id holding quotes,
+    backslashes or SQL text still names exactly its own rows (tested with such ids)."""
+
+    def literal(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    return f"job_id = {literal(job_id)} AND video_id = {literal(video_id)}"
 
 
 def _retrying(call: Callable[[], T]) -> T:

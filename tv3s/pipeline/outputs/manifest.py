@@ -29,6 +29,7 @@ from ... import __version__
 from ...schemas.errors import InputError
 from ...schemas.manifest import (
     PRECISIONS,
+    TABLES,
     UNITS_SCHEMA,
     VIDEOS_SCHEMA,
     FrameRow,
@@ -37,11 +38,12 @@ from ...schemas.manifest import (
     errors_table,
     frames_table,
 )
-from .commit import Observer, Output, no_observer, utc_now
+from .commit import META_DIR, Observer, Output, no_observer, utc_now, video_predicate
 from .masks import encode_mask_png, logits_to_labels
 from .stats import frame_stats
 
 ERRORS_SCOPE = "_errors"
+STAGING = f"{META_DIR}/staging"  # a changed video's new rows, until they replace its old ones
 SUMMARY_UNIT = "summary"
 ROW_GROUP_BYTES = 64 << 20  # row groups of about 64 MB: few enough footers, small enough to skip
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,199}")
@@ -225,6 +227,12 @@ def safe_key(text: str) -> str:
     return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+def staged(scope: str, table: str) -> str:
+    """Where a table's rows of a changed video wait: a Delta table of the same schema, one per video
+    scope (video and content), removed once its rows replaced the old ones."""
+    return f"{STAGING}/{scope}/{table}"
+
+
 def unit_name(first: int, last: int) -> str:
     return f"s{first:06d}-{last:06d}"
 
@@ -363,43 +371,64 @@ class ManifestWriter:
         self.output = output
         self.run = run
         self.observer = observer
+        self._replaces: dict[str, bool] = {}
 
-    def video_scope(self, video_id: str) -> str:
-        return safe_key(video_id)
+    def video_scope(self, video_id: str, content: str = "") -> str:
+        """Where a video's units are named in the ledger: its key, and the digest of the content
+        labelled (`tv3s.jobs.plan.video_contents`), so a video whose content changed is new work."""
+        key = safe_key(video_id)
+        return f"{key}.{content}" if content else key
 
-    def unit_key(self, video_id: str, first: int, last: int) -> UnitKey:
-        return UnitKey(self.run.job_id, self.video_scope(video_id), unit_name(first, last))
+    def unit_key(self, video_id: str, first: int, last: int, content: str = "") -> UnitKey:
+        return UnitKey(self.run.job_id, self.video_scope(video_id, content), unit_name(first, last))
 
     # --- reading the ledger -------------------------------------------------------------------
-    def ledger(self, scope: str | None = None, columns: list[str] | None = None, kind: str | None = None) -> pa.Table:
-        """This job's ledger rows (of one scope, of one kind), read with the filter pushed down to the files."""
+    def ledger(
+        self, scope: str | None = None, columns: list[str] | None = None, kind: str | None = None, video_id=None
+    ) -> pa.Table:
+        """This job's ledger rows (of one scope, kind or video), read with the filter pushed down to the files."""
         where = pc.field("job_id") == self.run.job_id
-        if scope is not None:
-            where &= pc.field("scope") == scope
-        if kind is not None:
-            where &= pc.field("kind") == kind
+        for column, value in (("scope", scope), ("kind", kind), ("video_id", video_id)):
+            if value is not None:
+                where &= pc.field(column) == value
         return self.output.dataset("units", UNITS_SCHEMA).to_table(columns=columns, filter=where)
 
-    def is_committed(self, video_id: str, first: int, last: int) -> bool:
+    def is_committed(self, video_id: str, first: int, last: int, content: str = "") -> bool:
         """Whether this range of units is done (ask before running the model on it)."""
-        return self.output.is_committed("units", self.unit_key(video_id, first, last).app_id)
+        return self.output.is_committed("units", self.unit_key(video_id, first, last, content).app_id)
 
     def finished_video_keys(self) -> set[str]:
         """`video_scope` of every video whose summary row is committed (so all its units are), from one
         read of the ledger: what a resumed job need not hand to an actor again."""
         return set(self.ledger(columns=["scope"], kind="summary")["scope"].to_pylist())
 
-    def committed_units(self, video_id: str) -> set[int]:
+    def committed_units(self, video_id: str, content: str = "") -> set[int]:
         """Segments of the video already committed (by any unit), for planning a resume."""
-        rows = self.ledger(self.video_scope(video_id), ["unit_first", "unit_last"], kind="units")
+        rows = self.ledger(self.video_scope(video_id, content), ["unit_first", "unit_last"], kind="units")
         return {
             s for a, b in zip(rows["unit_first"].to_pylist(), rows["unit_last"].to_pylist()) for s in range(a, b + 1)
         }
 
-    def resume_points(self, video_id: str) -> dict[tuple[int, int], str]:
+    def resume_points(self, video_id: str, content: str = "") -> dict[tuple[int, int], str]:
         """Where the resume point of each committed unit range of the video lies (units that carried one)."""
-        rows = self.ledger(self.video_scope(video_id), ["unit_first", "unit_last", "resume_point"]).to_pylist()
+        scope = self.video_scope(video_id, content)
+        rows = self.ledger(scope, ["unit_first", "unit_last", "resume_point"]).to_pylist()
         return {(r["unit_first"], r["unit_last"]): r["resume_point"] for r in rows if r["resume_point"]}
+
+    def replaces(self, video_id: str, content: str) -> bool:
+        """Whether this job committed other content of the video before (a video changed in a grown
+        archive). Its new rows are then staged, and replace the old ones in one commit per table
+        when the video is done, so no reader ever sees both labelings or neither. Asked once per
+        video and remembered: the answer cannot change while the job runs."""
+        if not content:
+            return False
+        scope = self.video_scope(video_id, content)
+        if scope not in self._replaces:
+            if len(self._replaces) >= 4096:  # a bounded memo: a worker sees its videos one after another
+                self._replaces.clear()
+            scopes = self.ledger(columns=["scope"], video_id=video_id)["scope"]
+            self._replaces[scope] = bool(pc.any(pc.not_equal(scopes, scope)).as_py())
+        return self._replaces[scope]
 
     # --- committing -------------------------------------------------------------------------
     def commit_units(
@@ -411,13 +440,15 @@ class ManifestWriter:
         errors: Sequence[InputError] = (),
         units_expected: int | None = None,
         resume_point: bytes | None = None,
+        content: str = "",
     ) -> bool:
         """Commit the frames (and errors) of units first..last of one video; returns whether this
         call committed them (False: they were committed before, nothing was written).
 
         `resume_point` (a job's state after these units) is named by the unit's ledger row, so
         the state to continue from becomes visible with the unit. With `units_expected`, the
-        video's summary row is committed as soon as all its units are.
+        video's summary row is committed as soon as all its units are. `content`: the digest of the
+        video's content (see `video_scope`, `replaces`).
         """
         if not 0 <= first <= last:
             raise ValueError(f"unit range {first}..{last} of video {video_id!r} is empty or negative")
@@ -428,16 +459,17 @@ class ManifestWriter:
                     f"{row.unit_index}) does not belong to job {self.run.job_id}, video {video_id!r}, "
                     f"units {first}..{last}"
                 )
-        key = self.unit_key(video_id, first, last)
+        key = self.unit_key(video_id, first, last, content)
         rows = sorted(rows, key=lambda r: r.frame_index)
         partial = VideoPartial.of(rows, (first, last), self.run.num_classes, len(errors))
         ledger = {"video_id": video_id, "kind": "units", "unit_first": first, "unit_last": last}
         ledger |= {"frames": len(rows), "error_rows": len(errors), "partial": json.dumps(partial.to_json())}
-        committed = self._commit(
-            key, {"frames": frames_table(rows), "errors": self._errors(errors)}, ledger, resume_point
-        )
+        tables = {"frames": frames_table(rows), "errors": self._errors(errors)}
+        if self.replaces(video_id, content):
+            tables = {staged(key.scope, name): table for name, table in tables.items()}
+        committed = self._commit(key, tables, ledger, resume_point)
         if units_expected is not None:
-            self.finalize_video(video_id, units_expected, require_complete=True)
+            self.finalize_video(video_id, units_expected, require_complete=True, content=content)
         return committed
 
     def commit_errors(self, name: str, errors: Sequence[InputError]) -> bool:
@@ -455,6 +487,7 @@ class ManifestWriter:
         units_expected: int | None = None,
         require_complete: bool = False,
         planned: Collection[int] | None = None,
+        content: str = "",
     ) -> bool:
         """Commit the video's summary row once; returns whether the video has it now.
 
@@ -464,7 +497,7 @@ class ManifestWriter:
         are all committed. Without it the summary is written from what is committed now
         (a video the job gives up on still gets its row).
         """
-        scope = self.video_scope(video_id)
+        scope = self.video_scope(video_id, content)
         ledger = self.ledger(scope, ["kind", "unit_first", "unit_last", "partial"]).to_pylist()
         if any(r["kind"] == "summary" for r in ledger):
             return True
@@ -477,8 +510,29 @@ class ManifestWriter:
         partials = [VideoPartial.from_json(json.loads(r["partial"])) for r in units]
         row = pa.Table.from_pylist([video_row(video_id, partials, self.run, units_expected)], schema=VIDEOS_SCHEMA)
         summary = {"video_id": video_id, "kind": "summary", "frames": 0, "error_rows": 0}
-        self._commit(UnitKey(self.run.job_id, scope, SUMMARY_UNIT), {"videos": row}, summary)
+        key = UnitKey(self.run.job_id, scope, SUMMARY_UNIT)
+        if self.replaces(video_id, content):
+            self._swap(key, video_id, row)
+            self._commit(key, {}, summary)
+            self.output.drop(f"{STAGING}/{scope}")  # its rows are in the tables now
+        else:
+            self._commit(key, {"videos": row}, summary)
         return True
+
+    def _swap(self, key: UnitKey, video_id: str, summary: pa.Table) -> None:
+        """Replace the video's rows of an earlier content by the staged ones: one commit per table,
+        each exactly once (as unit `key`), before the ledger row that makes the video done."""
+        out, where = self.output, video_predicate(self.run.job_id, video_id)
+        for name in ("frames", "errors"):
+            schema = TABLES[name]
+            if out.table(name) is None and out.table(staged(key.scope, name)) is None:
+                continue  # neither labeling has rows here
+
+            def rows(name: str = name, schema: pa.Schema = schema) -> pa.RecordBatchReader:
+                return out.dataset(staged(key.scope, name), schema).scanner().to_reader()
+
+            out.replace_once(name, rows, schema, where, key.app_id)
+        out.replace_once("videos", lambda: summary, VIDEOS_SCHEMA, where, key.app_id)
 
     def _errors(self, errors: Sequence[InputError]) -> pa.Table | None:
         return errors_table(list(errors), self.run.job_id) if errors else None
