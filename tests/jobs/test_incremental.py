@@ -4,6 +4,8 @@ output equals labelling the grown archive from scratch; another model under the 
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -46,8 +48,10 @@ def first_archive(folder: Path) -> list[str]:
 
 def grow(folder: Path) -> list[str]:
     """The archive a day later, in the same place: cam1's shard re-written with other footage, cam2 added."""
-    before = {c.video_id: c.content for c in plan_job(job_spec(first_archive(folder), "unused"), Store())[0]}
-    shards = [str(folder / "cam0.tar"), video_shard(folder, "cam1", 7), video_shard(folder, "cam2", 2)]
+    labelled = [str(folder / "cam0.tar"), str(folder / "cam1.tar")]
+    before = {c.video_id: c.content for c in plan_job(job_spec(labelled, "unused"), Store())[0]}
+    time.sleep(0.01)  # a re-write a moment later, as on any real disk
+    shards = [labelled[0], video_shard(folder, "cam1", 7), video_shard(folder, "cam2", 2)]
     after = {c.video_id: c.content for c in plan_job(job_spec(shards, "unused"), Store())[0]}
     assert before["cam0"] == after["cam0"] and before["cam1"] != after["cam1"]  # what the index sees
     return shards
@@ -134,3 +138,25 @@ def test_a_job_run_again_over_a_grown_archive_skips_what_it_labelled(tmp_path):
     progress = job_progress(output, "job")
     assert (progress["videos"], progress["videos_done"]) == (3, 3)
     assert (progress["units"], progress["units_done"]) == (3 * SEGMENTS, 3 * SEGMENTS)  # cam1's old units not counted
+
+
+def contents(shards: list[str]) -> dict[str, str]:
+    return {c.video_id: c.content for c in plan_job(job_spec(shards, "unused"), Store())[0]}
+
+
+def test_a_shard_rewritten_with_members_of_the_same_sizes_is_new_content(tmp_path):
+    (shard,) = first_archive(tmp_path / "a")[:1]
+    before = contents([shard])
+    first = plan_job(job_spec([shard], "unused"), Store())[0][0].units[0].rows[0]
+    data = bytearray(Path(shard).read_bytes())
+    data[first["media_offset"] + first["media_size"] // 2] ^= 0xFF  # same members, same sizes, other footage
+    time.sleep(0.01)
+    Path(shard).write_bytes(bytes(data))
+    assert contents([shard])["cam0"] != before["cam0"]
+
+
+def test_an_archive_copied_elsewhere_as_it_is_is_not_new_content(tmp_path):
+    (shard,) = first_archive(tmp_path / "a")[:1]
+    (tmp_path / "b").mkdir()
+    moved = shutil.copy2(shard, tmp_path / "b")  # bytes and modification time kept
+    assert contents([shard]) == contents([str(moved)])

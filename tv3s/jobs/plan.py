@@ -201,16 +201,18 @@ class ChainPlan:
         )
 
 
-# What identifies the content of a sample: which member of which shard file, at which bytes. The
-# shard's folder is left out, so an archive moved to another bucket or prefix is not new content.
+# What identifies the content of a sample: which member of which shard file (and which version of
+# that file), at which bytes. The shard's folder is left out, so an archive moved to another bucket
+# or prefix is not new content.
 _CONTENT_NUMBERS = ("index", "media_offset", "media_size", "meta_offset", "meta_size")
-_CONTENT_TEXTS = ("sample_type", "media_member", "meta_member")
+_CONTENT_TEXTS = ("sample_type", "media_member", "meta_member", "shard_version")
 
 
 def video_contents(table: pa.Table, bounds: np.ndarray) -> pa.Array:
     """A 16-hex digest of each video's index rows (`table` in play order, video v in rows
-    bounds[v]..bounds[v+1]): it changes when a video gains, loses or moves a sample, or a member
-    is rewritten with another size, so a re-run over a grown archive labels only what changed.
+    bounds[v]..bounds[v+1]): it changes when a video gains, loses or moves a sample, or a shard
+    holding it is re-written (`shard_version`), so a re-run over a grown archive labels only what
+    changed.
 
     The numbers become one row-major int64 matrix and the texts one joined string column (by
     Arrow), and each video's contiguous bytes of both are hashed once: no Python object per row

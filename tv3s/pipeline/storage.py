@@ -261,6 +261,19 @@ class Listed:
     url: str
     name: str
     size: int
+    version: str | None = None  # see `file_version`
+
+
+def file_version(info: dict) -> str | None:
+    """What changes when a file is re-written, from its listing entry: the ETag on an object store
+    (a re-upload gets a new one), size and modification time on disk. Part of what says a video's
+    content changed (`tv3s.jobs.plan.video_contents`): a file re-written with members of the same
+    sizes is still new content. None when the store says neither."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return str(etag).strip('"')
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    return f"{info.get('size')}@{stamp}" if stamp is not None else None
 
 
 class _RangedFile(io.RawIOBase):
@@ -346,6 +359,12 @@ class Store:
         fs, path = self.filesystem(url)
         return int(self.call(url, lambda: fs.size(path)))
 
+    def stat(self, url: str) -> tuple[int, str | None]:
+        """The file's size and version (`file_version`), from one metadata request."""
+        fs, path = self.filesystem(url)
+        info = self.call(url, lambda: fs.info(path))
+        return int(info.get("size") or 0), file_version(info)
+
     def read(self, url: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of `url` with one ranged request; a short answer is retried."""
         fs, path = self.filesystem(url)
@@ -403,7 +422,9 @@ class Store:
         root = path.rstrip("/") + "/"
         remote = "://" in url
         return [
-            Listed(fs.unstrip_protocol(p) if remote else p, p[len(root) :], int(info.get("size") or 0))
+            Listed(
+                fs.unstrip_protocol(p) if remote else p, p[len(root) :], int(info.get("size") or 0), file_version(info)
+            )
             for p, info in sorted(found.items())
             if info.get("type") != "directory" and p.startswith(root)
         ]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .manifest import ERRORS_SCHEMA
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: shard_version
 VERSION_KEY = b"tv3s.index.version"
 
 INDEX_SCHEMA = pa.schema(
@@ -23,6 +23,7 @@ INDEX_SCHEMA = pa.schema(
         pa.field("sample_type", pa.string(), nullable=False),  # "segment" | "frame"
         pa.field("index", pa.int64(), nullable=False),  # segment_index or frame index
         pa.field("shard", pa.string(), nullable=False),  # shard URL (never with credentials)
+        pa.field("shard_version", pa.string()),  # the shard file's ETag, or size@mtime on disk, when indexed
         pa.field("shard_order", pa.int32(), nullable=False),  # position of the shard in the indexed list
         pa.field("position", pa.int32(), nullable=False),  # sample number inside the shard
         pa.field("key", pa.string(), nullable=False),

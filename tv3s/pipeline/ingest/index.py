@@ -115,7 +115,7 @@ def _scan_shard(
     url: str, safe_url: str, order: int, store: Store, key_pattern: str, rows: list[dict], out: ShardIndex, error
 ) -> None:
     """The rows, member count and error records of one shard (the body of `index_shard`)."""
-    size = store.size(url)
+    size, version = store.stat(url)
     if size == 0:
         error(ErrorKind.empty_shard, "the shard is an empty file", "re-create or delete the shard")
         return
@@ -126,7 +126,7 @@ def _scan_shard(
             break  # the truncated_tar record below covers it
         row = _sample_row(key, group, reader, key_pattern, error)
         if row is not None:
-            rows.append(row | {"shard": safe_url, "shard_order": order, "position": position})
+            rows.append(row | {"shard": safe_url, "shard_version": version, "shard_order": order, "position": position})
     if scan.defect is not None:
         hint = (
             "re-upload the shard; the members before this point are indexed"

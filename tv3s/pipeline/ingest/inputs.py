@@ -56,7 +56,7 @@ def _add(url: str, inputs: Inputs, store: Store) -> None:
         inputs.shards.append(url)
     elif media_type(url) is not None:
         try:
-            inputs.videos.append(single_file(Listed(url, posixpath.basename(url), store.size(url))))
+            inputs.videos.append(single_file(Listed(url, posixpath.basename(url), *store.stat(url))))
         except StorageError as exc:
             missing = exc.record.kind == ErrorKind.not_found
             inputs.errors.append(_nothing_there(url, "no such file") if missing else exc.record)

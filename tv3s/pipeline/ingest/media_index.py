@@ -112,6 +112,7 @@ def _row(
         "sample_type": sample_type,
         "index": index,
         "shard": redact_url(file.url),
+        "shard_version": file.version,
         "position": 0,
         "key": file.name,
         "media_member": WHOLE_FILE,
