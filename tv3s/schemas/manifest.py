@@ -299,7 +299,11 @@ UNITS_SCHEMA = _schema(
     [
         _field("job_id", pa.string(), "the labeling job that committed the unit"),
         _field("video_id", pa.string(), "the unit's video; null for errors met outside any video", True),
-        _field("scope", pa.string(), "the video's key (a path-safe name), or _errors"),
+        _field(
+            "scope",
+            pa.string(),
+            "the video's key (a path-safe name) and the digest of the content labelled, or _errors",
+        ),
         _field("name", pa.string(), "the unit's name within its scope (s000003-000003, summary, ...)"),
         _field("kind", pa.string(), "units (frames of a range of units), summary (a videos row) or errors"),
         _field("unit_first", pa.int64(), "first unit of the range; null for summary and errors", True),
