@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from .jobs.label_spec import label_spec, spec_location, spec_yaml
-from .jobs.preflight import check_checkpoint, check_inputs
+from .jobs.preflight import check_checkpoint, check_inputs, check_same_labeling
 from .jobs.runner import SUBMITTED_ENV, open_output, read_status, request_cancel
 from .jobs.status import job_progress
 from .pipeline.outputs.commit import utc_now
@@ -169,6 +169,7 @@ def label(
     store = Store(spec.storage_options())
     check_inputs(spec, store)
     check_checkpoint(spec, store)
+    check_same_labeling(spec)
     store.write(spec_location(spec.output), spec_yaml(spec).encode())
     job = submit(spec, address)
     if wait:

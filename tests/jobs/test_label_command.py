@@ -60,3 +60,18 @@ def test_label_runs_a_job_over_a_folder_writes_its_spec_and_says_what_to_run_nex
     again = tv3s("run", str(spec_path), "--quiet")  # the spec resumes the job: nothing is labelled twice
     assert again.returncode == 0, again.stderr
     assert "0 units committed now (3 were done)" in again.stdout
+
+    # the next day: one more video in the folder; the same command labels it alone
+    (footage / "late.mp4").write_bytes(encode(stamped_frames(2, 0, 4, H, W)))
+    grown = tv3s(
+        "label", str(footage), "--checkpoint", str(DEMO_CHECKPOINT), "--out", str(out), "--every", "2", "--quiet"
+    )
+    assert grown.returncode == 0, grown.stderr
+    assert "1 units committed now (3 were done)" in grown.stdout
+    assert sorted({r["video_id"] for r in table_rows(Output(str(out)), "frames")}) == ["drive", "late", "solo"]
+
+    # another setting under the same name is refused before anything is written, with the way out
+    written = spec_path.read_text()
+    other = tv3s("label", str(footage), "--checkpoint", str(DEMO_CHECKPOINT), "--out", str(out), "--every", "3")
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert "--name labels-v2" in other.stderr and spec_path.read_text() == written

@@ -46,7 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..jobs.label_spec import spec_location, spec_yaml
-    from ..jobs.preflight import PreflightError, check_checkpoint, check_inputs, check_ray_address
+    from ..jobs.preflight import (
+        PreflightError,
+        check_checkpoint,
+        check_inputs,
+        check_ray_address,
+        check_same_labeling,
+    )
     from ..jobs.runner import JobError, run_job
     from ..pipeline.storage import Store
     from ..schemas.job import JobSpecError
@@ -63,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         check_inputs(spec, store)
         check_ray_address(address)
         check_checkpoint(spec, store)
+        check_same_labeling(spec)
         store.write(spec_url, spec_yaml(spec).encode())
         print(f"job spec: {spec_url}")
         summary = run_job(spec, address, progress=not args.quiet, num_cpus=args.num_cpus)

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..jobs.preflight import PreflightError, check_checkpoint, check_ray_address
+    from ..jobs.preflight import PreflightError, check_checkpoint, check_ray_address, check_same_labeling
     from ..jobs.runner import JobError, run_job
     from ..pipeline.storage import Store
     from ..schemas.job import JobSpecError, load_job_spec
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_ray_address(address)
         check_checkpoint(spec, Store(spec.storage_options()))
+        check_same_labeling(spec)
         summary = run_job(spec, address, progress=not args.quiet, num_cpus=args.num_cpus, dashboard=args.dashboard)
     except (PreflightError, JobError) as exc:
         print(f"tv3s {NAME}: error: {exc}", file=sys.stderr)

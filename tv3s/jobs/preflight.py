@@ -62,6 +62,18 @@ def check_checkpoint(spec: JobSpec, store: Store) -> None:
         ) from None
 
 
+def check_same_labeling(spec: JobSpec) -> None:
+    """A job of this name in the output labelled with the same model and settings (or none is there):
+    checked before anything is written, so a refused run leaves the output and its spec file as they
+    were."""
+    from .runner import JobError, check_recorded, open_output
+
+    try:
+        check_recorded(spec, open_output(spec))
+    except JobError as exc:
+        raise PreflightError(str(exc)) from None
+
+
 def check_ray_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """A Ray address must be HOST:PORT (or ray://HOST:PORT) where something listens: checked with one
     TCP connection, since `ray.init` retries an unanswered address for minutes."""
