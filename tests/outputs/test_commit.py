@@ -175,3 +175,25 @@ def job_error():
     return InputError(
         kind=ErrorKind.truncated_tar, stage="index", url="s3://bucket/shard-0007.tar", message="ends early"
     )
+
+
+ODD_IDS = ["a'b", "c\\'d", "e\\", "f%_", 'g"h', "x' OR '1'='1", "ünï", "tab\tx", "nl\nx", "j' AND video_id = 'a'b"]
+
+
+def test_replacing_a_videos_rows_touches_that_video_only_whatever_its_id(tmp_path):
+    """The predicate of a replacement is built from ids (file names, user text): quotes, backslashes
+    and SQL in an id must still name exactly that video's rows."""
+    import pyarrow as pa
+
+    from tv3s.pipeline.outputs.commit import video_predicate
+
+    output = Output(str(tmp_path / "out"))
+    schema = pa.schema([("job_id", pa.string()), ("video_id", pa.string()), ("v", pa.int64())])
+    n = len(ODD_IDS)
+    output.append_once("t", pa.table([["j"] * n, ODD_IDS, list(range(n))], schema=schema), "seed")
+    for k, video in enumerate(ODD_IDS):
+        new = pa.table([["j"], [video], [100 + k]], schema=schema)
+        assert output.replace_once("t", lambda new=new: new, schema, video_predicate("j", video), f"r{k}")
+        assert not output.replace_once("t", lambda new=new: new, schema, video_predicate("j", video), f"r{k}")
+    rows = sorted(output.table("t").to_pyarrow_table().to_pylist(), key=lambda r: r["v"])
+    assert [(r["video_id"], r["v"]) for r in rows] == [(v, 100 + k) for k, v in enumerate(ODD_IDS)]

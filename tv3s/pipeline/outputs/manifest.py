@@ -384,7 +384,11 @@ class ManifestWriter:
 
     # --- reading the ledger -------------------------------------------------------------------
     def ledger(
-        self, scope: str | None = None, columns: list[str] | None = None, kind: str | None = None, video_id=None
+        self,
+        scope: str | None = None,
+        columns: list[str] | None = None,
+        kind: str | None = None,
+        video_id: str | None = None,
     ) -> pa.Table:
         """This job's ledger rows (of one scope, kind or video), read with the filter pushed down to the files."""
         where = pc.field("job_id") == self.run.job_id
