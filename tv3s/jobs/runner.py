@@ -33,7 +33,7 @@ from ..pipeline.ingest.partitions import partition_loaders
 from ..pipeline.ingest.scan_tasks import JOB_RAY_FROM
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
 from ..pipeline.outputs.compact import MERGE_EVERY_UNITS, merge_small_files
-from ..pipeline.outputs.manifest import ManifestWriter, RunInfo, encode_parquet, safe_key
+from ..pipeline.outputs.manifest import ManifestWriter, RunInfo, encode_parquet, video_scope
 from ..pipeline.storage import Store
 from ..schemas.errors import ErrorKind, InputError
 from ..schemas.job import JobSpec, StateSpec
@@ -234,7 +234,7 @@ class _Pending:
             videos = self.plan.chain_video[order]
             ids = self.plan.video_ids(videos).to_pylist()
             contents = self.plan.content.take(pa.array(videos)).to_pylist()
-            done = np.array([f"{safe_key(v)}.{c}" in self.finished for v, c in zip(ids, contents)], bool)
+            done = np.array([video_scope(v, c) in self.finished for v, c in zip(ids, contents)], bool)
             units = (self.plan.stop - self.plan.first)[order]
             for video_id, n in zip(np.array(ids, object)[done].tolist(), units[done].tolist()):
                 self.skipped(video_id, n)

@@ -227,6 +227,13 @@ def safe_key(text: str) -> str:
     return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+def video_scope(video_id: str, content: str = "") -> str:
+    """Where a video's units are named in the ledger: its key, and the digest of the content
+    labelled (`tv3s.jobs.plan.video_contents`), so a video whose content changed is new work."""
+    key = safe_key(video_id)
+    return f"{key}.{content}" if content else key
+
+
 def staged(scope: str, table: str) -> str:
     """Where a table's rows of a changed video wait: a Delta table of the same schema, one per video
     scope (video and content), removed once its rows replaced the old ones."""
@@ -374,10 +381,7 @@ class ManifestWriter:
         self._replaces: dict[str, bool] = {}
 
     def video_scope(self, video_id: str, content: str = "") -> str:
-        """Where a video's units are named in the ledger: its key, and the digest of the content
-        labelled (`tv3s.jobs.plan.video_contents`), so a video whose content changed is new work."""
-        key = safe_key(video_id)
-        return f"{key}.{content}" if content else key
+        return video_scope(video_id, content)
 
     def unit_key(self, video_id: str, first: int, last: int, content: str = "") -> UnitKey:
         return UnitKey(self.run.job_id, self.video_scope(video_id, content), unit_name(first, last))
