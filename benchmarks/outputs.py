@@ -13,7 +13,7 @@ requests); the rest are laid down in bulk with the same files, transactions and 
 - `status` over a ledger never merged (one file per unit), then every table's small files merged
   as a running job does every 500 units (`merge_small_files`), and after it:
 - `commit`: one more unit, as a running job commits it;
-- `resume read`: `finished_video_keys` + `committed_units` of one video (what a re-run reads);
+- `resume read`: `finished_videos` + `committed_units` of one video (what a re-run reads);
 - `status`: `job_progress` (one aggregate over the ledger);
 - `query`: `connect` + `SELECT count(*) FROM frames`;
 - `compact`: Delta optimize + checkpoint + vacuum of every table; then status and query again.
@@ -255,7 +255,7 @@ def measure(output: Output, units: int, real: int, requests: Counter, merged: bo
     out["merge"] = timed("merge small files (a job: every 500)", lambda: merge_small_files(output), requests)
     out["commit"] = timed("commit a unit, files merged", commit_one, requests, repeat=5)
     out["resume"] = timed(
-        "resume read", lambda: (writer.finished_video_keys(), writer.committed_units(video_id(0), content(0))), requests
+        "resume read", lambda: (writer.finished_videos(), writer.committed_units(video_id(0), content(0))), requests
     )
     out["status"] = timed("status", lambda: job_progress(output, "bench"), requests)
     counted = job_progress(output, "bench")["units_done"]

@@ -160,3 +160,37 @@ def test_an_archive_copied_elsewhere_as_it_is_is_not_new_content(tmp_path):
     (tmp_path / "b").mkdir()
     moved = shutil.copy2(shard, tmp_path / "b")  # bytes and modification time kept
     assert contents([shard]) == contents([str(moved)])
+
+
+def test_a_shard_restored_to_a_version_labelled_before_is_labelled_again(tmp_path):
+    """cam1 labelled, replaced by other footage (labelled), then the original shard restored (the same
+    bytes and time, as a restore from a backup keeps them): its labels must be the original's again,
+    not the replacement's, though that content was labelled and finished once before."""
+    folder, out = tmp_path / "archive", str(tmp_path / "out")
+    original = first_archive(folder)
+    backup = shutil.copy2(original[1], tmp_path / "cam1.original.tar")
+    label(job_spec(original, out))
+    label(job_spec(grow(folder), out))
+    shutil.copy2(backup, original[1])
+    (folder / "cam2.tar").unlink()
+    label(job_spec(original, out))
+    output = Output(out)
+    assert units_by_video(output) == {"cam0": SEGMENTS, "cam1": 3 * SEGMENTS, "cam2": SEGMENTS}
+    assert_same_output(label_reference(job_spec(original, str(tmp_path / "scratch"))), _without(output, "cam2"))
+    assert job_progress_of(out, original)["units_done"] == 2 * SEGMENTS  # cam1's earlier labellings not counted
+
+
+def job_progress_of(out: str, shards: list[str]) -> dict:
+    runner = JobRunner(job_spec(shards, out), progress=False)
+    runner._plan_and_record(job_partitions(runner.spec, Store())[0])
+    return job_progress(runner.output, "job")
+
+
+def _without(output: Output, video_id: str) -> Output:
+    """The output with a video's rows deleted (a video that left the archive keeps its rows)."""
+    from tv3s.pipeline.outputs.commit import video_predicate
+
+    for table in ("frames", "videos", "errors"):
+        if output.table(table) is not None:
+            output.table(table).delete(video_predicate("job", video_id))
+    return output

@@ -24,9 +24,9 @@ def labeled_job(root: str) -> Output:
     spec = job_spec(["/data/shard-0000.tar"], root, name=RUN.job_id)
     job = sample_job(RUN)
     index = index_table([(video, "segment", s) for video in job for s in range(2)])
-    JobRunner(spec, progress=False)._plan_and_record([lambda: index])
+    _, plan = JobRunner(spec, progress=False)._plan_and_record([lambda: index])
     out = Output(root)
-    writer = write_job(out, RUN, job)
+    writer = write_job(out, RUN, job, contents={chain.video_id: chain.content for chain in plan})
     shard = "file:///data/shard-0000.tar"
     writer.commit_errors("inputs", [decode_error("video 0/x", 5).model_copy(update={"url": shard})] * 2)
     failed = InputError(kind=ErrorKind.model_error, stage="model", url=root, message="chain failed 3 times", hint="")

@@ -152,7 +152,7 @@ def test_rows_must_belong_to_the_unit(place, job):
 def test_an_output_of_the_per_unit_record_layout_is_refused(tmp_path):
     (tmp_path / "old" / "_tv3s" / "commits").mkdir(parents=True)
     with pytest.raises(CommitError, match="older tv3s"):
-        ManifestWriter(Output(str(tmp_path / "old")), RUN).finished_video_keys()
+        ManifestWriter(Output(str(tmp_path / "old")), RUN).finished_videos()
 
 
 def test_summary_waits_for_every_segment_and_errors_commit_once(place, job):

@@ -100,14 +100,17 @@ def decode_error(video_id: str, segment: int) -> InputError:
     )
 
 
-def write_job(output: Output, run: RunInfo, job: dict[str, dict[int, list]], observer=None) -> ManifestWriter:
+def write_job(
+    output: Output, run: RunInfo, job: dict[str, dict[int, list]], observer=None, contents: dict | None = None
+) -> ManifestWriter:
     """Commit every segment of every video (one unit per segment), as a runner would; errors
-    with segment 1 of each video."""
+    with segment 1 of each video. `contents`: each video's content digest, as a job's plan has it."""
     writer = ManifestWriter(output, run) if observer is None else ManifestWriter(output, run, observer)
     for video_id, segments in job.items():
+        content = (contents or {}).get(video_id, "")
         for segment, rows in segments.items():
             errors = [decode_error(video_id, segment)] if segment == 1 else []
-            writer.commit_units(video_id, segment, segment, rows, errors, units_expected=len(segments))
+            writer.commit_units(video_id, segment, segment, rows, errors, units_expected=len(segments), content=content)
     return writer
 
 

@@ -21,8 +21,9 @@ import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +34,7 @@ from ..pipeline.ingest.partitions import partition_loaders
 from ..pipeline.ingest.scan_tasks import JOB_RAY_FROM
 from ..pipeline.outputs.commit import META_DIR, Output, utc_now
 from ..pipeline.outputs.compact import MERGE_EVERY_UNITS, merge_small_files
-from ..pipeline.outputs.manifest import ManifestWriter, RunInfo, encode_parquet, video_scope
+from ..pipeline.outputs.manifest import ManifestWriter, RunInfo, encode_parquet
 from ..pipeline.storage import Store
 from ..schemas.errors import ErrorKind, InputError
 from ..schemas.job import JobSpec, StateSpec
@@ -197,15 +198,16 @@ class _Pending:
     """Chains waiting for an actor: partition by partition, each heaviest first, planned when the
     one before is handed out and made into `Chain`s only as they go; chains to retry go first.
 
-    Chains of videos already finished (a resumed job) are never handed out: they are passed to
-    `skipped` (video id, units) instead, so a resume costs what remains, not what is done.
+    Chains of videos already finished (`finished`: video id -> the content its latest labelling is of;
+    a resumed job, or one run again over a grown archive) are never handed out: they are passed to
+    `skipped` (video id, units) instead, so a run costs what remains or changed, not what is done.
     """
 
     def __init__(
         self,
         plans: Iterator[ChainPlan],
         total: int,
-        finished: set[str] = frozenset(),
+        finished: Mapping[str, str] = MappingProxyType({}),
         skipped: Callable[[str, int], None] = lambda video_id, units: None,
     ) -> None:
         self.plans, self.left, self.finished, self.skipped = plans, total, finished, skipped
@@ -234,7 +236,7 @@ class _Pending:
             videos = self.plan.chain_video[order]
             ids = self.plan.video_ids(videos).to_pylist()
             contents = self.plan.content.take(pa.array(videos)).to_pylist()
-            done = np.array([video_scope(v, c) in self.finished for v, c in zip(ids, contents)], bool)
+            done = np.array([self.finished.get(v) == c for v, c in zip(ids, contents)], bool)
             units = (self.plan.stop - self.plan.first)[order]
             for video_id, n in zip(np.array(ids, object)[done].tolist(), units[done].tolist()):
                 self.skipped(video_id, n)
@@ -356,7 +358,7 @@ class JobRunner:
             if input_errors:
                 writer.commit_errors(_inputs_unit(input_errors), input_errors)
             summary.errors += len(input_errors)
-            pending = _Pending(_plans(last, partitions[:-1], spec.state), totals.chains, writer.finished_video_keys())
+            pending = _Pending(_plans(last, partitions[:-1], spec.state), totals.chains, writer.finished_videos())
             del last  # the generator holds it until its chains are handed out
             self._schedule(pending, totals.split_videos, actors, summary, writer)
         finally:

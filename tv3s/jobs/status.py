@@ -74,20 +74,32 @@ def _planned(output: Output, name: str) -> tuple[int, int]:
     return videos, units
 
 
+# The job's ledger rows with the labelling each belongs to (content digest and generation, parsed from the
+# scope as `labelling_of` does), the content the plan has for the video, and the video's newest labelling
+# of that content: the one whose units count (an older one of the same content was replaced since).
+_CURRENT = (
+    "planned AS (SELECT DISTINCT video_id, content AS planned FROM chains), "
+    "parsed AS (SELECT *, regexp_extract(scope, '[.]([0-9a-f]{16})([.][0-9]+)?$', 1) AS content, "
+    "coalesce(try_cast(regexp_extract(scope, '[.][0-9a-f]{16}[.]([0-9]+)$', 1) AS INTEGER), 0) AS generation "
+    "FROM ledger WHERE job_id = ?), "
+    "joined AS (SELECT p.*, c.planned FROM parsed p LEFT JOIN planned c ON p.video_id = c.video_id), "
+    "mine AS (SELECT *, max(CASE WHEN content = planned THEN generation END) OVER (PARTITION BY video_id) AS newest "
+    "FROM joined)"
+)
+
+
 def _ledger_counts(output: Output, name: str) -> dict[str, tuple[int, int, int]]:
-    """(units, frames, error rows) committed by the job, by kind of ledger row: of the videos' current
-    content only (a job run again over a changed archive keeps its earlier ledger rows as history;
-    a unit's scope ends with the digest of the content it labelled, the chain tables hold the
-    current digests). DuckDB streams both; nothing is held per unit."""
+    """(units, frames, error rows) committed by the job, by kind of ledger row, of each video's current
+    labelling only (`_CURRENT`): a job run again over a changed archive keeps its earlier ledger rows
+    as history. DuckDB reads the ledger and the chain tables as Arrow datasets; nothing is held per
+    unit here."""
     ledger = output.dataset("units", UNITS_SCHEMA)  # noqa: F841 (read by DuckDB by name)
     folder = output.full(job_paths(name)["chains"])
     chains = ds.dataset(folder, format="parquet", filesystem=output.fs) if output.fs.exists(folder) else None
     current = chains is not None and "content" in chains.schema.names
     query = (
-        "WITH current AS (SELECT DISTINCT video_id, content FROM chains) "
-        "SELECT kind, count(*), coalesce(sum(frames), 0), coalesce(sum(error_rows), 0) FROM ledger l "
-        "LEFT JOIN current c ON l.video_id = c.video_id AND regexp_extract(l.scope, '[.]([0-9a-f]{16})$', 1) = c.content "
-        "WHERE l.job_id = ? AND (l.video_id IS NULL OR c.video_id IS NOT NULL) GROUP BY kind"
+        f"WITH {_CURRENT} SELECT kind, count(*), coalesce(sum(frames), 0), coalesce(sum(error_rows), 0) "
+        "FROM mine WHERE video_id IS NULL OR (content = planned AND generation = newest) GROUP BY kind"
         if current
         else "SELECT kind, count(*), coalesce(sum(frames), 0), coalesce(sum(error_rows), 0) "
         "FROM ledger WHERE job_id = ? GROUP BY kind"  # a plan recorded before contents were

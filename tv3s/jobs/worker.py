@@ -138,6 +138,8 @@ class ChainWorker:
         the model in one batched pass, each video with its own state (one chain: no batching)."""
         started = time.perf_counter()
         outcomes = [ChainOutcome(chain.id, chain.video_id) for chain in chains]
+        # which labelling of each video's content the chain continues or starts (see ManifestWriter.labelling)
+        chains = [dataclasses.replace(c, content=self.writer.labelling(c.video_id, c.content)) for c in chains]
         steps = {}
         for k, (chain, outcome) in enumerate(zip(chains, outcomes)):
             done = self.writer.committed_units(chain.video_id, chain.content)

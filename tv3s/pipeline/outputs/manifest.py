@@ -228,10 +228,25 @@ def safe_key(text: str) -> str:
 
 
 def video_scope(video_id: str, content: str = "") -> str:
-    """Where a video's units are named in the ledger: its key, and the digest of the content
-    labelled (`tv3s.jobs.plan.video_contents`), so a video whose content changed is new work."""
+    """Where a video's units are named in the ledger: its key, then the labelling's content id
+    (`ManifestWriter.labelling`): the digest of the content labelled (`tv3s.jobs.plan.video_contents`),
+    so a video whose content changed is new work, and from the second labelling of the video on its
+    generation (`DIGEST.N`), so a video whose content went back to an earlier one is labelled again."""
     key = safe_key(video_id)
     return f"{key}.{content}" if content else key
+
+
+_LABELLING = re.compile(r"\.([0-9a-f]{16})(?:\.([0-9]+))?$")
+
+
+def labelling_of(scope: str) -> tuple[str, int] | None:
+    """(content digest, generation) of a video scope; None for a scope written without a content."""
+    found = _LABELLING.search(scope)
+    return None if found is None else (found.group(1), int(found.group(2) or 0))
+
+
+def _content_id(content: str, generation: int) -> str:
+    return content if generation == 0 else f"{content}.{generation}"
 
 
 def staged(scope: str, table: str) -> str:
@@ -405,10 +420,38 @@ class ManifestWriter:
         """Whether this range of units is done (ask before running the model on it)."""
         return self.output.is_committed("units", self.unit_key(video_id, first, last, content).app_id)
 
-    def finished_video_keys(self) -> set[str]:
-        """`video_scope` of every video whose summary row is committed (so all its units are), from one
-        read of the ledger: what a resumed job need not hand to an actor again."""
-        return set(self.ledger(columns=["scope"], kind="summary")["scope"].to_pylist())
+    def finished_videos(self) -> dict[str, str]:
+        """The content digest of each video's latest finished labelling (its summary row is in, so all
+        its units are), from one read of the ledger: a video whose planned content is this one is in
+        the tables and need not go to an actor again."""
+        rows = self.ledger(columns=["video_id", "scope"], kind="summary")
+        latest: dict[str, tuple[int, str]] = {}
+        for video_id, scope in zip(rows["video_id"].to_pylist(), rows["scope"].to_pylist()):
+            found = labelling_of(scope)
+            if found is not None and found[1] >= latest.get(video_id, (-1, ""))[0]:
+                latest[video_id] = (found[1], found[0])
+        return {video_id: content for video_id, (_, content) in latest.items()}
+
+    def labelling(self, video_id: str, content: str) -> str:
+        """The content id to label `content` of the video under (`video_scope`), from the video's
+        ledger rows: its latest finished labelling if that is of this content (nothing to do); its
+        newest labelling if that is of this content and unfinished (resumed: its rows are intact,
+        in the tables or in staging); else a new generation. An older labelling is never resumed:
+        a later swap may have replaced its rows."""
+        if not content:
+            return content
+        rows = self.ledger(columns=["scope", "kind"], video_id=video_id).to_pylist()
+        seen = [(labelling_of(r["scope"]), r["kind"] == "summary") for r in rows]
+        seen = [(found[1], found[0], done) for found, done in seen if found is not None]
+        if not seen:
+            return content
+        finished = max(((n, c) for n, c, done in seen if done), default=None)
+        newest = max(n for n, _, _ in seen)
+        if finished is not None and finished[1] == content:
+            return _content_id(content, finished[0])
+        if any(n == newest and c == content for n, c, _ in seen):
+            return _content_id(content, newest)
+        return _content_id(content, newest + 1)
 
     def committed_units(self, video_id: str, content: str = "") -> set[int]:
         """Segments of the video already committed (by any unit), for planning a resume."""
