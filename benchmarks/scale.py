@@ -63,6 +63,7 @@ def write_index(path: Path, segments: int, partitions: int = 0, chunk: int = 1_0
                 "sample_type": pa.array(np.full(n, "segment")),
                 "index": pa.array(seg),
                 "shard": pa.array([f"s3://archive/dashcam/shard-{s:08d}.tar" for s in shard.tolist()]),
+                "shard_version": pa.array([f"{s:032x}" for s in shard.tolist()]),  # an ETag per shard
                 "shard_order": pa.array(shard, pa.int32()),
                 "position": pa.array(i % SEGMENTS_PER_SHARD, pa.int32()),
                 "key": members,
