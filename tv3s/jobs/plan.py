@@ -201,11 +201,11 @@ class ChainPlan:
         )
 
 
-# What identifies the content of a sample: which member of which shard file (and which version of
-# that file), at which bytes. The shard's folder is left out, so an archive moved to another bucket
-# or prefix is not new content.
+# What identifies the content of a sample: which member, at which bytes, of which version of its shard
+# file (an ETag names the file's bytes). The shard's URL is left out, so an archive moved to another
+# bucket or prefix as it is is not new content.
 _CONTENT_NUMBERS = ("index", "media_offset", "media_size", "meta_offset", "meta_size")
-_CONTENT_TEXTS = ("sample_type", "media_member", "meta_member", "shard_version")
+_CONTENT_TEXTS = ("media_member", "meta_member", "shard_version")
 
 
 def video_contents(table: pa.Table, bounds: np.ndarray) -> pa.Array:
@@ -216,24 +216,25 @@ def video_contents(table: pa.Table, bounds: np.ndarray) -> pa.Array:
 
     The numbers become one row-major int64 matrix and the texts one joined string column (by
     Arrow), and each video's contiguous bytes of both are hashed once: no Python object per row
-    (an index partition holds millions; 1M rows: about 1 s here)."""
+    (an index partition holds millions; 1M rows of 100k videos: about 1 s here)."""
     if len(table) == 0:
         return pa.array([], pa.string())
-    numbers = np.stack([table[c].fill_null(-1).to_numpy() for c in _CONTENT_NUMBERS], axis=1).astype(np.int64)
+    numbers = [table[c].fill_null(-1).to_numpy() for c in _CONTENT_NUMBERS]
+    numbers.append(pc.equal(table["sample_type"], "segment").to_numpy(zero_copy_only=False))
+    rows = memoryview(np.ascontiguousarray(np.stack(numbers, axis=1).astype(np.int64))).cast("B")
     text = pa.large_string()  # 64-bit offsets: no 2 GB cap on a partition's joined rows
-    parts = [pc.cast(table[c], text) for c in _CONTENT_TEXTS]
-    parts.append(pc.replace_substring_regex(pc.cast(table["shard"], text), pattern=r"^.*/", replacement=""))
-    parts.append(pa.nulls(len(table), text))  # a separator after the last text too
+    parts = [pc.cast(table[c], text) for c in _CONTENT_TEXTS] + [pa.nulls(len(table), text)]  # a final separator
     joined = pc.binary_join_element_wise(*parts, pa.scalar("\x1f", text), null_handling="replace", null_replacement="")
     joined = joined.combine_chunks()
     offsets = np.frombuffer(joined.buffers()[1], np.int64, len(joined) + 1, joined.offset * 8)
-    texts, rows = memoryview(joined.buffers()[2]), memoryview(np.ascontiguousarray(numbers)).cast("B")
-    width = numbers.shape[1] * 8
-    digests = []
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        digest = hashlib.blake2b(rows[lo * width : hi * width], digest_size=8)
-        digest.update(texts[int(offsets[lo]) : int(offsets[hi])])
+    texts, width = memoryview(joined.buffers()[2]), 8 * len(numbers)
+    spans = zip((bounds * width).tolist(), offsets[bounds].tolist())
+    digests, (row_lo, text_lo) = [], next(spans)
+    for row_hi, text_hi in spans:
+        digest = hashlib.blake2b(rows[row_lo:row_hi], digest_size=8)
+        digest.update(texts[text_lo:text_hi])
         digests.append(digest.hexdigest())
+        row_lo, text_lo = row_hi, text_hi
     return pa.array(digests, pa.string())
 
 
