@@ -124,3 +124,28 @@ def test_growing_an_index_scans_only_the_new_shards_and_equals_indexing_them_all
     args = ["index", *shards, "--out", grown, "--partitions", "3", "--grow", "--no-progress"]
     assert main(args) == 0
     assert main(["index", *shards, "--out", grown, "--grow"]) == 2  # --grow needs --partitions
+
+
+def test_growing_an_index_rescans_the_shards_rewritten_since_and_drops_their_old_rows(tmp_path):
+    """A shard re-uploaded under its name (its version changes) is scanned again under its own number;
+    the rows it held are replaced, even in partitions that gain nothing from the new scan."""
+    import time
+
+    from ..support.datagen import encode, segment_sample, stamped_frames, tar_bytes
+    from ..support.jobdata import H, W
+
+    shards = write_archive(tmp_path / "archive")
+    grown = str(tmp_path / "grown")
+    build_partitioned_index(shards, grown, Store(), 3)
+    time.sleep(0.01)
+    # the first shard, re-written: cam9 instead of what it held (those videos' rows there must go)
+    clip = encode(stamped_frames(9, 0, 5, H, W))
+    with open(shards[0], "wb") as f:
+        f.write(tar_bytes([segment_sample("cam9", 0, clip, start_frame=0, frames=5, fps=12)]))
+    added = build_partitioned_index(shards, grown, Store(), 3, grow=True)
+    assert added.shards == 1  # only the re-written shard was scanned
+    fresh = str(tmp_path / "fresh")
+    build_partitioned_index(shards, fresh, Store(), 3)
+    for a, b in zip(index_partitions(grown, Store()), index_partitions(fresh, Store()), strict=True):
+        assert a.equals(b)
+    assert build_partitioned_index(shards, grown, Store(), 3, grow=True).shards == 0

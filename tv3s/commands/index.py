@@ -55,8 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--grow",
         action="store_true",
-        help="with --partitions: keep the index already at INDEX_URI (and its partition count) and add the "
-        "shards it does not hold yet, scanning only those: for an archive that grows by new shards",
+        help="with --partitions: keep the index already at INDEX_URI (and its partition count), add the "
+        "shards it does not hold yet and re-scan those re-written since (their version changed), scanning "
+        "only those: for an archive that grows by new shards and re-uploads",
     )
     parser.add_argument(
         "--address",

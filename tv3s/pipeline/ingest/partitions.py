@@ -17,6 +17,8 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -25,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...schemas.index import INDEX_SCHEMA, INDEX_VERSION
-from ..storage import Store
+from ..storage import StorageError, Store, redact_url
 from .index import IndexResult, read_index, shard_indexes
 from .order import SORT_KEYS, SORTED_KEY, SORTED_VALUE
 from .samples import DEFAULT_KEY_PATTERN
@@ -51,11 +53,15 @@ def partition_of(video_ids: pa.Array | pa.ChunkedArray, partitions: int) -> np.n
 class PartitionedIndexWriter:
     """Rows in, a partitioned index out; holds one batch and one partition at a time."""
 
-    def __init__(self, uri: str, store: Store, partitions: int, base: dict | None = None) -> None:
-        """`base`: the manifest of the index at `uri` to grow (its rows are kept, the new ones added)."""
+    def __init__(
+        self, uri: str, store: Store, partitions: int, base: dict | None = None, stale: Stale | None = None
+    ) -> None:
+        """`base`: the manifest of the index at `uri` to grow (its rows are kept, the new ones added);
+        `stale`: shards of it re-written since, whose old rows go (their new ones come through `add`)."""
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions}")
         self.uri, self.store, self.partitions, self.base = uri.rstrip("/"), store, partitions, base
+        self.stale = stale or Stale(frozenset(), frozenset())
         self._spill = tempfile.TemporaryDirectory(prefix="tv3s-index-")
         self._writers: dict[int, pq.ParquetWriter] = {}
         self.rows = base["rows"] if base else 0
@@ -96,12 +102,15 @@ class PartitionedIndexWriter:
     def _partition(self, p: int) -> str:
         """Partition p's URL after this writer: its old file if it gained no row, else a new sorted file."""
         old = self.base["files"][p] if self.base else None
-        if old is not None and p not in self._writers:
+        if old is not None and p not in self._writers and p not in self.stale.partitions:
             return old
         spilled = os.path.join(self._spill.name, f"{p:05d}.parquet")
         rows = pq.read_table(spilled) if p in self._writers else INDEX_SCHEMA.empty_table()
         if old is not None:
-            rows = pa.concat_tables([read_index(old, self.store).select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA), rows])
+            kept = read_index(old, self.store).select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
+            if self.stale.shards:
+                kept = kept.filter(pc.invert(pc.is_in(kept["shard"], pa.array(sorted(self.stale.shards)))))
+            rows = pa.concat_tables([kept, rows])
         return self._write(p, rows.sort_by(SORT_KEYS))
 
     def _write(self, p: int, rows: pa.Table) -> str:
@@ -134,32 +143,79 @@ def build_partitioned_index(
     is indexed for the cost of the new ones. The result counts those."""
     urls, errors = store.expand(patterns)
     base = _manifest(uri, store) if grow and is_partitioned(uri, store) else None
-    first = 0
+    scans, stale = [(urls, 0)], None
     if base is not None:
         partitions = int(base["partitions"])
-        known, first = _indexed_shards(uri, store)
-        urls = [u for u in urls if u not in known]
-    writer = PartitionedIndexWriter(uri, store, partitions, base)
+        scans, stale = _grown(uri, urls, store, workers)
+    writer = PartitionedIndexWriter(uri, store, partitions, base, stale)
     members = 0
-    for shard in shard_indexes(urls, store, key_pattern, workers, progress, ray_from, first):
-        writer.add(shard.table)
-        errors += shard.errors
-        members += shard.members
+    for todo, first in scans:
+        for shard in shard_indexes(todo, store, key_pattern, workers, progress, ray_from, first):
+            writer.add(shard.table)
+            errors += shard.errors
+            members += shard.members
     writer.close()
-    return IndexResult(INDEX_SCHEMA.empty_table(), errors, len(urls), members)
+    return IndexResult(INDEX_SCHEMA.empty_table(), errors, sum(len(todo) for todo, _ in scans), members)
+
+
+@dataclass(frozen=True)
+class Stale:
+    """Shards an index holds that were re-written since (by URL), and the partitions holding their rows."""
+
+    shards: frozenset[str]
+    partitions: frozenset[int]
+
+
+@dataclass(frozen=True)
+class _Indexed:
+    version: str | None
+    order: int
+    partitions: frozenset[int]
+
+
+def _grown(uri: str, urls: list[str], store: Store, workers: int) -> tuple[list[tuple[list[str], int]], Stale]:
+    """What growing the index at `uri` over `urls` scans: the shards it lacks (numbered after its last),
+    and each shard re-written since it was indexed (its version changed: re-scanned under its own
+    number, its old rows dropped); a shard neither new nor re-written costs one metadata request."""
+    known, first = _indexed_shards(uri, store)
+    held = [u for u in urls if redact_url(u) in known]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        now = dict(zip(held, pool.map(lambda u: _version(u, store), held)))
+    rewritten = [u for u in held if now[u] != known[redact_url(u)].version]
+    scans = [([u for u in urls if redact_url(u) not in known], first)]
+    scans += [([u], known[redact_url(u)].order) for u in rewritten]
+    stale = Stale(
+        frozenset(redact_url(u) for u in rewritten),
+        frozenset(p for u in rewritten for p in known[redact_url(u)].partitions),
+    )
+    return scans, stale
+
+
+def _version(url: str, store: Store) -> str | None:
+    try:
+        return store.stat(url)[1]
+    except StorageError:
+        return "unreadable"  # re-scanned, so the scan's own error record says why
 
 
 def _manifest(uri: str, store: Store) -> dict:
     return json.loads(store.read_all(f"{uri.rstrip('/')}/{MANIFEST}"))
 
 
-def _indexed_shards(uri: str, store: Store) -> tuple[set[str], int]:
-    """The shard URLs an index holds and the next free shard number, a partition at a time."""
-    known: set[str] = set()
+def _indexed_shards(uri: str, store: Store) -> tuple[dict[str, _Indexed], int]:
+    """The shards an index holds (by URL: the version indexed, the shard's number, the partitions holding
+    its rows) and the next free shard number, read a partition at a time."""
+    known: dict[str, _Indexed] = {}
     last = -1
-    for load in partition_loaders(uri, store):
-        table = load().select(["shard", "shard_order"])
-        known.update(pc.unique(table["shard"]).to_pylist())
+    for p, load in enumerate(partition_loaders(uri, store)):
+        table = load().select(["shard", "shard_version", "shard_order"])
+        shards = table.group_by("shard", use_threads=False).aggregate(
+            [("shard_version", "first"), ("shard_order", "min")]
+        )
+        for row in shards.to_pylist():
+            url, before = row["shard"], known.get(row["shard"])
+            parts = (before.partitions if before else frozenset()) | {p}
+            known[url] = _Indexed(row["shard_version_first"], row["shard_order_min"], parts)
         if table.num_rows:
             last = max(last, int(pc.max(table["shard_order"]).as_py()))
     return known, last + 1
