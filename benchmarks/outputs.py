@@ -47,6 +47,7 @@ from tv3s.jobs.status import job_progress  # noqa: E402
 from tv3s.pipeline.outputs.commit import Output  # noqa: E402
 from tv3s.pipeline.outputs.compact import compact, merge_small_files  # noqa: E402
 from tv3s.pipeline.outputs.manifest import (  # noqa: E402
+    SUMMARY_UNIT,
     ManifestWriter,
     RunInfo,
     UnitKey,
@@ -67,13 +68,19 @@ CLASSES = generic_classes(8)
 RUN = RunInfo("bench", "bench:model", None, "{}", CLASSES.names, CLASSES.palette, "stream")
 
 
+# Content digests a caller's index gives the videos (benchmarks/scale.py sets them from its plan, so that a
+# resume over its index finds these units' videos finished); any other video gets one of its own.
+PLANNED_CONTENTS: dict[str, str] = {}
+
+
 def video_id(u: int) -> str:
-    return f"drive-{u // UNITS_PER_VIDEO:08d}"
+    return f"drive-{u // UNITS_PER_VIDEO:09d}"  # as benchmarks/scale.py's index names them
 
 
 def content(u: int) -> str:
     """The content digest of unit u's video, as a job's plan gives it (see `ManifestWriter.video_scope`)."""
-    return hashlib.blake2b(video_id(u).encode(), digest_size=8).hexdigest()
+    vid = video_id(u)
+    return PLANNED_CONTENTS.get(vid) or hashlib.blake2b(vid.encode(), digest_size=8).hexdigest()
 
 
 def scope(u: int) -> str:
@@ -183,7 +190,16 @@ def lay_down(output: Output, start: int, stop: int, mask: bytes, merged: bool = 
         frames = [(k, unit_rows(u, mask)) for k, u in zip(keys, units)]
         bulk_commit(output, "frames", FRAMES_SCHEMA, frames, merged)
         ledger = [(k, ledger_row(u, FRAMES_PER_UNIT)) for k, u in zip(keys, units)]
+        ends = [u for u in units if u % UNITS_PER_VIDEO == UNITS_PER_VIDEO - 1]  # a video's last unit: its summary
+        ledger += [(UnitKey("bench", scope(u), SUMMARY_UNIT).app_id, summary_row(u)) for u in ends]
         bulk_commit(output, "units", UNITS_SCHEMA, ledger, merged)
+
+
+def summary_row(u: int) -> pa.Table:
+    """The ledger row that says unit u's video is finished (its summary row is in `videos`)."""
+    row = {"job_id": "bench", "video_id": video_id(u), "scope": scope(u), "name": SUMMARY_UNIT, "kind": "summary"}
+    row |= {"frames": 0, "error_rows": 0, "committed_at": "", "code_version": "x"}
+    return pa.Table.from_pylist([row], schema=UNITS_SCHEMA)
 
 
 def write_plan(output: Output, units: int) -> None:

@@ -13,9 +13,16 @@ Parquet a job reads. Each measurement runs in a fresh process, so its peak RSS i
   Python dict (`plan_videos` + per-unit objects), at `--baseline-segments` (it needs about
   2 GB per million segments, so it cannot run at 10M).
 
-The last line is one JSON object. The outputs' side of the control plane (commit, status,
-query, compaction, resume at U committed units) is measured by benchmarks/outputs.py.
-Usage: python benchmarks/scale.py --segments 10000000 [--baseline-segments 1000000]
+With --units U, the outputs' side of a job of U committed units (laid down by
+benchmarks/outputs.py's writers, merged as a running job keeps them): `status_s`, `query_s`
+(open + count(*)) before and after one compaction (`compact_s`), and `resume_plan_s` (a fully
+committed job run again: its finished videos read, its index of U segments planned, every
+chain skipped). With --s3-units, status and query S3 request counts at those sizes on the
+loopback S3 server. benchmarks/outputs.py measures commits and more of the outputs' side.
+
+The last line is one JSON object.
+Usage: python benchmarks/scale.py --segments 10000000 --units 200000 --s3-units 1000,10000
+       [--baseline-segments 1000000]
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -164,6 +172,79 @@ def baseline_plan(table: pa.Table, state: StateSpec) -> tuple[list, list]:
     return chains, errors
 
 
+def outputs_side(units: int, partition_rows: int, tmp: Path) -> dict:
+    """The outputs' side of a job of `units` committed units, laid down by benchmarks/outputs.py's writers
+    as a running job keeps them (files merged every 500 units): `status_s`, `query_s` (open + count(*))
+    before and after one `tv3s compact` (`compact_s`), and `resume_plan_s`: what a driver does before
+    its first dispatch when the job is run again fully committed (read the finished videos, plan its
+    index of `units` segments partition by partition, skip every chain)."""
+    import outputs as bench
+
+    from tv3s.jobs.plan import ChainPlan
+    from tv3s.jobs.runner import _Pending
+    from tv3s.jobs.status import job_progress
+    from tv3s.pipeline.ingest.partitions import partition_loaders
+    from tv3s.pipeline.outputs.commit import Output
+    from tv3s.pipeline.outputs.compact import compact
+    from tv3s.pipeline.outputs.manifest import ManifestWriter
+    from tv3s.pipeline.outputs.masks import encode_mask_png
+    from tv3s.pipeline.outputs.query import connect, run_query
+    from tv3s.pipeline.storage import Store
+
+    index = tmp / "job-index"
+    write_index(index, units, partitions=max(1, -(-units // partition_rows)))
+    loaders = partition_loaders(str(index), Store())
+    for load in loaders:  # the contents the job's plan gives its videos, so that they are finished
+        plan = ChainPlan.build(load(), StateSpec())[0]
+        ids = plan.video_ids(np.arange(plan.videos)).to_pylist()
+        bench.PLANNED_CONTENTS.update(zip(ids, plan.content.to_pylist()))
+    output = Output(str(tmp / "out"))
+    bench.lay_down(output, 0, units, encode_mask_png(np.zeros((16, 16), np.uint8)), merged=True)
+    bench.write_plan(output, units)
+    out = {"units": units}
+    out["status_s"], progress = timed(lambda: job_progress(output, "bench"))
+    assert progress["units_done"] == units, progress
+    out["query_before_compact_s"], _ = timed(lambda: run_query(connect(output), "SELECT count(*) FROM frames"))
+    out["compact_s"], _ = timed(lambda: compact(output, grace_s=0))
+    out["query_s"], _ = timed(lambda: run_query(connect(output), "SELECT count(*) FROM frames"))
+
+    def resume() -> bool:
+        finished = ManifestWriter(output, bench.RUN).finished_videos()
+        plans = (ChainPlan.build(load(), StateSpec())[0] for load in loaders)
+        return bool(_Pending(plans, units // SEGMENTS_PER_VIDEO, finished))
+
+    out["resume_plan_s"], left = timed(resume)
+    assert not left, "a fully committed job still had chains to hand out"
+    return out
+
+
+def s3_requests(units: int) -> dict:
+    """S3 requests (counted by a proxy before the loopback S3 server) of status and query at `units`
+    committed units, laid down as a running job keeps them and compacted once."""
+    import outputs as bench
+
+    from tv3s.pipeline.outputs.compact import compact
+    from tv3s.pipeline.outputs.masks import encode_mask_png
+
+    with bench.location(s3=True) as (output, requests):
+        bench.lay_down(output, 0, units, encode_mask_png(np.zeros((16, 16), np.uint8)), merged=True)
+        bench.write_plan(output, units)
+        compact(output, grace_s=0)
+        status = bench.timed(f"status at {units:,} units, S3", lambda: bench.job_progress(output, "bench"), requests)
+        query = bench.timed(
+            f"query at {units:,} units, S3",
+            lambda: bench.run_query(bench.connect(output), "SELECT count(*) FROM frames"),
+            requests,
+        )
+    return {"units": units, "status_requests": status["requests"], "query_requests": query["requests"]}
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return round(time.perf_counter() - start, 3), result
+
+
 def measure(kind: str, index: Path) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, "--index", str(index)], capture_output=True, text=True, check=True
@@ -178,6 +259,8 @@ def main() -> None:
     parser.add_argument("--partition-rows", type=int, default=500_000, help="segments per index partition")
     parser.add_argument("--child", choices=["columnar", "baseline", "partitioned"])
     parser.add_argument("--index", type=Path)
+    parser.add_argument("--units", type=int, default=0, help="committed units of a job's output (0: none)")
+    parser.add_argument("--s3-units", default="", help="comma-separated unit counts for S3 request counts")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.index)))
@@ -194,11 +277,17 @@ def main() -> None:
         big = Path(tmp) / "index"
         write_index(big, args.segments, partitions=max(1, -(-args.segments // args.partition_rows)))
         result = measure("partitioned", big)
+        shutil.rmtree(big)
+        side = outputs_side(args.units, args.partition_rows, Path(tmp)) if args.units else {}
+        print(f"outputs at {args.units:,} units: {side}", flush=True)
+        s3 = [s3_requests(int(u)) for u in args.s3_units.split(",") if u]
         print(
             json.dumps(
                 {
                     "segments": args.segments,
                     **result,
+                    **side,
+                    "s3": s3,
                     "baseline_at": args.baseline_segments,
                     "baseline": base,
                     "columnar_at_baseline": same,
