@@ -114,6 +114,13 @@ def test_another_checkpoint_under_the_same_name_is_refused_with_the_way_out(tmp_
     other = job_spec(before, out, model={"checkpoint": str(tmp_path / "v2.pth")})
     with pytest.raises(JobError, match=r"another name \(`tv3s label --name job-v2`"):
         check_recorded(other, runner.output)
+    plan_path = "_tv3s/jobs/job/plan.json"
+    recorded = json.loads(runner.output.read(plan_path))
+    older = {k: v for k, v in recorded.items() if k not in ("planned_at", "model_id")} | {"fingerprint": "0" * 16}
+    runner.output.fs.pipe_file(runner.output.full(plan_path), json.dumps(older).encode())
+    assert check_recorded(job_spec(after, out), runner.output)  # a plan an older tv3s recorded: its spec decides
+    with pytest.raises(JobError):
+        check_recorded(other, runner.output)
     model = RunInfo("job", "tv3s:m:abc:1111", "1111", "{}", ("a",), ((0, 0, 0),), "stream")
     runner._check_model(model)  # the first run records its model
     assert json.loads(runner.output.read("_tv3s/jobs/job/plan.json"))["model_id"] == model.model_id
