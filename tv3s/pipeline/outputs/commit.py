@@ -208,21 +208,13 @@ class Output:
         return _retrying(lambda: self._append_once(name, data, app_id, observer))
 
     def _append_once(self, name: str, data: pa.Table, app_id: str, observer: Observer) -> bool:
-        from deltalake import CommitProperties, Transaction, write_deltalake
-        from deltalake.exceptions import CommitFailedError
+        from deltalake import write_deltalake
 
-        for _ in range(_COMMIT_RETRIES):
-            dt = self.table(name) or self._create(name, data.schema)
-            if dt.transaction_version(app_id) is not None:
-                return False
+        def append(dt, props) -> None:
             observer("mid_write", self.uri(name))
-            props = CommitProperties(app_transactions=[Transaction(app_id, 1)], max_commit_retries=_COMMIT_RETRIES)
-            try:
-                write_deltalake(dt, data, mode="append", commit_properties=props)
-                return True
-            except CommitFailedError:  # another attempt at this very unit committed first: look again
-                dt.update_incremental()
-        raise CommitError(f"could not commit unit {app_id} to {self.uri(name)}: the log kept conflicting")
+            write_deltalake(dt, data, mode="append", commit_properties=props)
+
+        return self._once(name, data.schema, app_id, append)
 
     def replace_once(
         self, name: str, rows: Callable[[], pa.Table | pa.RecordBatchReader], schema: pa.Schema, where: str, app_id: str
@@ -234,7 +226,18 @@ class Output:
         return _retrying(lambda: self._replace_once(name, rows, schema, where, app_id))
 
     def _replace_once(self, name: str, rows, schema: pa.Schema, where: str, app_id: str) -> bool:
-        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake import write_deltalake
+
+        def replace(dt, props) -> None:
+            write_deltalake(dt, rows(), mode="overwrite", predicate=where, commit_properties=props)
+
+        return self._once(name, schema, app_id, replace)
+
+    def _once(self, name: str, schema: pa.Schema, app_id: str, write: Callable[[object, object], None]) -> bool:
+        """`write(table, commit_properties)` as unit `app_id`, unless the table's log has that unit's
+        transaction; returns whether this call committed it. Attempts racing on one unit conflict in
+        the log: the loser looks again, finds the winner's transaction and writes nothing."""
+        from deltalake import CommitProperties, Transaction
         from deltalake.exceptions import CommitFailedError
 
         for _ in range(_COMMIT_RETRIES):
@@ -243,11 +246,11 @@ class Output:
                 return False
             props = CommitProperties(app_transactions=[Transaction(app_id, 1)], max_commit_retries=_COMMIT_RETRIES)
             try:
-                write_deltalake(dt, rows(), mode="overwrite", predicate=where, commit_properties=props)
+                write(dt, props)
                 return True
-            except CommitFailedError:  # a concurrent commit touched the same files: look again
+            except CommitFailedError:
                 dt.update_incremental()
-        raise CommitError(f"could not replace rows of {app_id} in {self.uri(name)}: the log kept conflicting")
+        raise CommitError(f"could not commit unit {app_id} to {self.uri(name)}: the log kept conflicting")
 
     def _create(self, name: str, schema: pa.Schema):
         """Create the table (a no-op if another writer just did) and open it."""

@@ -441,6 +441,14 @@ class ManifestWriter:
         if not content:
             return content
         rows = self.ledger(columns=["scope", "kind"], video_id=video_id).to_pylist()
+        chosen = self._labelling(content, rows)
+        scope = self.video_scope(video_id, chosen)  # `replaces` needs no second read of these rows
+        self._remember_replaces(scope, any(r["scope"] != scope for r in rows))
+        return chosen
+
+    @staticmethod
+    def _labelling(content: str, rows: list[dict]) -> str:
+        """`labelling`'s choice from the video's ledger rows (scope, kind)."""
         seen = [(labelling_of(r["scope"]), r["kind"] == "summary") for r in rows]
         seen = [(found[1], found[0], done) for found, done in seen if found is not None]
         if not seen:
@@ -475,11 +483,14 @@ class ManifestWriter:
             return False
         scope = self.video_scope(video_id, content)
         if scope not in self._replaces:
-            if len(self._replaces) >= 4096:  # a bounded memo: a worker sees its videos one after another
-                self._replaces.clear()
             scopes = self.ledger(columns=["scope"], video_id=video_id)["scope"]
-            self._replaces[scope] = bool(pc.any(pc.not_equal(scopes, scope)).as_py())
+            self._remember_replaces(scope, bool(pc.any(pc.not_equal(scopes, scope)).as_py()))
         return self._replaces[scope]
+
+    def _remember_replaces(self, scope: str, replaces: bool) -> None:
+        if len(self._replaces) >= 4096:  # a bounded memo: a worker sees its videos one after another
+            self._replaces.clear()
+        self._replaces[scope] = replaces
 
     # --- committing -------------------------------------------------------------------------
     def commit_units(
