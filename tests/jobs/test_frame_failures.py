@@ -7,6 +7,7 @@ not Ray's task header.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import traceback
 
 import numpy as np
@@ -20,8 +21,9 @@ from tv3s.model.predict import StepRequest
 from tv3s.pipeline.ingest.resize import ResizeRule
 from tv3s.pipeline.storage import Store
 
-from ..support.datagen import encode_image, frame_sample, stamped_frames, tar_bytes
+from ..support.datagen import encode, encode_image, frame_sample, segment_sample, stamped_frames, tar_bytes
 from ..support.jobdata import job_spec, table_rows
+from ..support.manifest_data import Crash, crash_at, read_visible
 
 CPU = torch.device("cpu")
 
@@ -112,3 +114,44 @@ def test_a_chain_failure_is_recorded_with_the_actors_exception_not_rays_header()
     assert str(wrapped).startswith("\x1b[36mray::LabelActor")  # what used to be stored
     assert failure_reason(wrapped) == "KeyError: 'unit 7 missing from the plan'"
     assert failure_reason(RuntimeError("actor died\nmore")) == "RuntimeError: actor died"
+
+
+def reading_finished_first(worker) -> None:
+    """Make the model wait for the decode thread to have read the whole chain (it runs ahead of the
+    model by `prefetch_chunks` items), the order a slow GPU step or a fast store gives."""
+    predict = worker.model.predict_stream
+
+    def after_reading(*args, **kwargs):
+        for thread in threading.enumerate():
+            if thread.name == "tv3s-decode":
+                thread.join(timeout=30)
+        return predict(*args, **kwargs)
+
+    worker.model.predict_stream = after_reading
+
+
+@pytest.mark.parametrize("crash_after_first_unit", [False, True])
+def test_an_input_error_is_committed_with_its_own_unit_however_far_reading_runs_ahead(tmp_path, crash_after_first_unit):
+    def seg(index: int, data: bytes | None = None) -> dict:
+        data = encode(stamped_frames(7, index * 4, 4, 64, 96)) if data is None else data
+        return segment_sample("dmg", index, data, start_frame=index * 4, frames=4, fps=12)
+
+    shard = tmp_path / "shard.tar"
+    shard.write_bytes(tar_bytes([seg(0), seg(1, b"\x00garbage" * 300), seg(2), seg(3)]))
+    spec = job_spec([str(shard)], str(tmp_path / "out"), resources={"prefetch_chunks": 64})
+    (chain,), _ = plan_job(spec, Store())
+    if crash_after_first_unit:  # unit 0 committed with its resume point, then the actor dies
+        crashing = make_worker(spec, CPU, crash_at("after_commit", 1))
+        reading_finished_first(crashing)
+        with pytest.raises(Crash):
+            crashing.process(chain)
+    worker = make_worker(spec, CPU)
+    reading_finished_first(worker)
+    worker.process(chain)
+    output = open_output(spec)
+    errors = table_rows(output, "errors")
+    assert [(e["kind"], e["segment_index"]) for e in errors] == [("corrupt_member", 1)]
+    units = {
+        r["unit_first"]: r["error_rows"] for r in read_visible(output, "units").to_pylist() if r["kind"] == "units"
+    }
+    assert units == {0: 0, 1: 1, 2: 0, 3: 0}

@@ -19,11 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
 from ..model.predict import Carried, Chunk, StepRequest, predict_steps
 from ..pipeline.ingest.chunks import CursorState, FrameChunk, FrameOrigin, UnitEnd, iter_units
+from ..pipeline.ingest.fetch import ErrorSink
 from ..pipeline.ingest.resize import ResizeRule
 from ..pipeline.outputs.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler
 from ..pipeline.outputs.masks import logits_to_labels
@@ -34,6 +36,7 @@ from .plan import Chain, Unit, unit_number
 from .resume_point import ResumePoint, ResumePointError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -201,18 +204,15 @@ class ChainWorker:
         def unit_of(row: dict) -> int:
             return unit_number(row["sample_type"], row["index"], opts.frames_per_unit)
 
-        items = iter_units(
-            chain.runs(read.units),
-            self.store,
-            read.errors.append,
-            unit_of,
-            opts.resize,
-            opts.chunk_frames,
-            read.cursor,
-            stride=opts.stride,
-        )
-        with _prefetched(items, opts.prefetch_chunks) as stream:
-            for item in stream:
+        def read_units(on_error: ErrorSink) -> Iterator[FrameChunk | UnitEnd]:
+            runs = chain.runs(read.units)
+            return iter_units(
+                runs, self.store, on_error, unit_of, opts.resize, opts.chunk_frames, read.cursor, stride=opts.stride
+            )
+
+        with _prefetched(_with_errors(read_units), opts.prefetch_chunks) as stream:
+            for item, errors in stream:
+                read.errors.extend(errors)
                 if isinstance(item, UnitEnd):
                     self._end_unit(chain, item, read, outcome)
                     if should_stop():
@@ -357,6 +357,21 @@ def _autocast(model, dtype: torch.dtype | None):
         return
     with torch.autocast("cuda", dtype=dtype):
         yield
+
+
+def _with_errors(read: Callable[[ErrorSink], Iterator[T]]) -> Iterator[tuple[T, list[InputError]]]:
+    """Each item of `read(on_error)` with the input errors reported while it was read.
+
+    The reading runs ahead of the model in another thread (`_prefetched`); errors handed to a
+    shared list from there landed in whichever unit the model was then finishing, so a
+    damaged segment's error was committed with the unit before it, and again with its own
+    unit when a resumed chain read it a second time. Carried with the items, each error
+    reaches the unit it was read in.
+    """
+    errors: list[InputError] = []
+    for item in read(errors.append):
+        yield item, errors[:]
+        errors.clear()
 
 
 _END = object()
