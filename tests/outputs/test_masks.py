@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from tv3s.pipeline.outputs.masks import (
+    _frame_labels,
     class_chunks,
     colorize,
     decode_mask_png,
     encode_mask_png,
     label_dtype,
+    labels_on_device,
     logits_to_labels,
     overlay,
     preview_strip,
@@ -86,6 +88,26 @@ def test_near_ties_across_chunks_match_argmax(threads):
         expected = reference_labels(logits, (67, 91))
     assert np.array_equal(got, expected)
     assert set(np.unique(got)) == {1, 9}
+
+
+@pytest.mark.parametrize("max_elements", [40 * 50 * 4, 40 * 50 * 5, 40 * 50 * 300])
+@pytest.mark.parametrize("classes,first,second", [(11, 1, 9), (12, 3, 4), (300, 7, 290)])
+def test_the_gpu_argmax_per_chunk_equals_the_plane_loop(classes, first, second, max_elements):
+    # the GPU's one `max` per class chunk, forced on CPU, against the loop CPU runs: exact ties,
+    # 1-ulp near-ties across and within chunks, and uint8 / int32 indices
+    logits = near_tied_logits(classes, 9, 13, first, second)
+    logits[:, :3] = 0.0  # exact ties of every class: the first wins
+    plane = _frame_labels(logits, 40, 50, max_elements, by_plane=True)
+    one_max = _frame_labels(logits, 40, 50, max_elements, by_plane=False)
+    assert torch.equal(plane, one_max) and plane.dtype == one_max.dtype
+    assert np.array_equal(one_max.numpy(), reference_labels(logits, (40, 50)))
+
+
+def test_labels_on_device_are_the_labels_before_their_copy():
+    logits = torch.randn(2, 300, 4, 5, generator=torch.Generator().manual_seed(8))
+    on_device = labels_on_device(logits, (9, 11))
+    assert on_device.dtype == torch.int32 and on_device.shape == (2, 9, 11)
+    assert np.array_equal(on_device.numpy().astype(np.uint16), logits_to_labels(logits, (9, 11)))
 
 
 def test_exact_ties_pick_first_class():
