@@ -77,6 +77,19 @@ def test_a_crash_anywhere_then_resume_gives_the_reference_output(
     assert_same_output(open_output(reference[0]), open_output(spec))
 
 
+@pytest.mark.parametrize("crash", [False, True])
+def test_rows_built_in_several_threads_give_the_reference_output(archive, reference, tmp_path, crash):
+    """Rows built by 3 threads beside the model and commits in their own thread (cpus_per_actor 6),
+    with a crash at the second commit and a resume, equal the reference."""
+    spec = job_spec(archive, str(tmp_path / "out"), resources={"cpus_per_actor": 6})
+    assert make_worker(spec, CPU).options.row_threads == 3
+    if crash:
+        with pytest.raises(Crash):
+            label_all(spec, crash_at("after_commit", 2))
+    label_all(spec)
+    assert_same_output(open_output(reference[0]), open_output(spec))
+
+
 def test_rerunning_a_finished_job_writes_nothing(reference):
     spec, _ = reference
     before = open_output(spec).list("")

@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -27,11 +28,12 @@ from ..model.predict import Carried, Chunk, StepRequest, predict_steps
 from ..pipeline.ingest.chunks import CursorState, FrameChunk, FrameOrigin, UnitEnd, iter_units
 from ..pipeline.ingest.fetch import ErrorSink
 from ..pipeline.ingest.resize import ResizeRule
-from ..pipeline.outputs.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler
-from ..pipeline.outputs.masks import logits_to_labels
+from ..pipeline.outputs.manifest import FrameSource, ManifestWriter, RunInfo, VideoLabeler, frame_row
+from ..pipeline.outputs.masks import NOT_FINITE, label_dtype, labels_on_device
 from ..pipeline.storage import Store, redact_url
 from ..schemas.errors import ErrorKind, InputError
 from ..schemas.manifest import FrameRow, ResetReason, TemporalState
+from .finishing import Finisher, HostCopy
 from .plan import Chain, Unit, unit_number
 from .resume_point import ResumePoint, ResumePointError
 
@@ -65,6 +67,7 @@ class WorkerOptions:
     resize: ResizeRule = ResizeRule()
     autocast: torch.dtype | None = None  # bf16/fp16 on CUDA
     stride: int = 1  # every Nth frame
+    row_threads: int = 1  # threads building frame rows (statistics, mask PNGs) beside the model
 
 
 @dataclass
@@ -83,8 +86,19 @@ class _ChainRead:
     first_chunk: bool = True
     restart: bool = False  # the model failed on the last chunk: the next one starts a fresh state
     since_checkpoint: int = 0
-    rows: list[FrameRow] = field(default_factory=list)  # of the unit being read
+    in_flight: _Predicted | None = None  # the last predicted chunk, its label maps on their way out
+    rows: list[Future[FrameRow]] = field(default_factory=list)  # of the unit being read
     errors: list[InputError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Predicted:
+    """A predicted chunk: where its frames came from, and its label maps (and, if any of its
+    frames is committed, its logits) being copied out while the model runs the next chunk."""
+
+    unit: int
+    sources: tuple[FrameSource, ...]
+    copy: HostCopy
 
 
 # What the model may raise on one input (frames it cannot take, a numerical failure): recorded
@@ -130,6 +144,7 @@ class ChainWorker:
         self.model, self.run, self.writer, self.store, self.options = model, run, writer, store, options
         self.frames_done = 0  # over the worker's life, for metrics
         self.seconds_busy = 0.0
+        self._finisher: Finisher | None = None  # during a process_many call
 
     def process(self, chain: Chain, should_stop: Callable[[], bool] = lambda: False) -> ChainOutcome:
         return self.process_many([chain], should_stop)[0]
@@ -149,7 +164,13 @@ class ChainWorker:
             outcome.units_already_done = sum(u.index in done for u in chain.units)
             if any(u.index not in done for u in chain.units):
                 steps[k] = self._label(chain, done, outcome, should_stop)
-        self._drive(steps)
+        opts = self.options
+        with Finisher(opts.row_threads, max_rows=4 * opts.row_threads + opts.chunk_frames) as finisher:
+            self._finisher = finisher
+            try:
+                self._drive(steps)
+            finally:
+                self._finisher = None
         for chain, outcome in zip(chains, outcomes):
             if not outcome.cancelled:
                 self._finalize(chain)
@@ -214,6 +235,7 @@ class ChainWorker:
             for item, errors in stream:
                 read.errors.extend(errors)
                 if isinstance(item, UnitEnd):
+                    self._finish_chunk(read)  # the unit's last chunk: its rows go with the unit
                     self._end_unit(chain, item, read, outcome)
                     if should_stop():
                         outcome.cancelled = True
@@ -228,8 +250,10 @@ class ChainWorker:
                     read.errors.append(_failure_record(chain, item, failure.cause))
                     read.carried, read.restart = None, True
                     continue
-                self._describe(chain, item, result, read)
+                self._finish_chunk(read)  # the chunk before, copied out while this one ran
+                read.in_flight = self._start_chunk(chain, item, result, read)
                 read.restart = False
+        self._finish_chunk(read)
 
     def _start(self, chain: Chain, done: set[int], outcome: ChainOutcome) -> _ChainRead:
         """Where to start reading the chain: after its latest resume point, or at its start."""
@@ -256,42 +280,72 @@ class ChainWorker:
         return read
 
     def _end_unit(self, chain: Chain, end: UnitEnd, read: _ChainRead, outcome: ChainOutcome) -> None:
-        """A unit's frames are all in: commit them (with a resume point every checkpoint_every
-        units), or count the unit as re-run to rebuild the state."""
+        """A unit's frames are all in: queue its commit (with a resume point every
+        checkpoint_every units), or count the unit as re-run to rebuild the state."""
         if end.unit in read.commit_ids:
             read.since_checkpoint += 1
-            blob = None
+            point = None
             if read.since_checkpoint >= self.options.checkpoint_every:
                 cursor = end.cursor
                 if read.restart and not cursor.reset:  # the failed frames' restart, as the reader's own
                     cursor = dataclasses.replace(cursor, reset=True, reason="missing_segment")
                 point = ResumePoint(chain.video_id, end.unit, cursor, read.carried, read.labeler.previous, read.warmed)
-                blob = point.to_bytes()
                 read.since_checkpoint = 0
-            self.writer.commit_units(
-                chain.video_id, end.unit, end.unit, read.rows, read.errors, resume_point=blob, content=chain.content
-            )
-            outcome.units_committed += 1
-            outcome.frames += len(read.rows)
-            outcome.errors += len(read.errors)
-            self.frames_done += len(read.rows)
+            rows, errors = read.rows, read.errors
+            self._finisher.commit(lambda: self._commit_unit(chain, end.unit, rows, errors, point, outcome))
         elif end.unit not in read.warmup_ids:
             outcome.units_replayed += 1
         read.rows, read.errors = [], []
 
-    def _describe(self, chain: Chain, chunk: FrameChunk, result: Chunk, read: _ChainRead) -> None:
-        """Label maps, statistics and rows of a predicted chunk (rows only for units to commit)."""
-        # Label maps where the logits are (a GPU resizes 124 class planes to 480p in about a
-        # millisecond; 2 CPU cores took 124 ms a frame); only the low-resolution logits the
-        # statistics need are copied out.
-        labels = logits_to_labels(result.logits, (chunk.source_size[1], chunk.source_size[0]))
-        logits = result.logits.cpu().numpy()
+    def _commit_unit(
+        self,
+        chain: Chain,
+        unit: int,
+        rows: list[Future[FrameRow]],
+        errors: list[InputError],
+        point: ResumePoint | None,
+        outcome: ChainOutcome,
+    ) -> None:
+        """One unit's commit, in the finisher's commit thread once its rows are built."""
+        built = [row.result() for row in rows]
+        blob = None if point is None else point.to_bytes()
+        self.writer.commit_units(chain.video_id, unit, unit, built, errors, resume_point=blob, content=chain.content)
+        outcome.units_committed += 1
+        outcome.frames += len(built)
+        outcome.errors += len(errors)
+        self.frames_done += len(built)
+
+    def _start_chunk(self, chain: Chain, chunk: FrameChunk, result: Chunk, read: _ChainRead) -> _Predicted:
+        """A predicted chunk's label maps, made where the logits are (a GPU resizes 124 class
+        planes to 480p in about a millisecond; 2 CPU cores took 124 ms a frame) and copied out
+        without waiting; its frames' sources as they stand now (restart and warm-up flags)."""
         unit = unit_number(chain.sample_type, chunk.sources[0].sample_index, self.options.frames_per_unit)
-        for i, origin in enumerate(chunk.sources):
-            source = self._frame_source(chain, chunk, i, origin, unit, read)
-            if unit in read.commit_ids:
-                read.rows.append(read.labeler.describe(logits[i], labels[i], source))
-            # a frame re-run only to rebuild a state matters only to the next frame's agreement
+        sources = tuple(self._frame_source(chain, chunk, i, o, unit, read) for i, o in enumerate(chunk.sources))
+        with torch.inference_mode():
+            logits = result.logits
+            size = (chunk.source_size[1], chunk.source_size[0])
+            tensors = {"labels": labels_on_device(logits, size), "finite": torch.isfinite(logits).all()}
+            if unit in read.commit_ids:  # only the low-resolution logits the statistics need
+                tensors["logits"] = logits
+        return _Predicted(unit, sources, HostCopy(tensors))
+
+    def _finish_chunk(self, read: _ChainRead) -> None:
+        """The rows of the chunk in flight, queued in the finisher's pool; its label maps become
+        the previous ones (a frame re-run only to rebuild a state matters only to the next
+        frame's agreement)."""
+        done, read.in_flight = read.in_flight, None
+        if done is None:
+            return
+        host = done.copy.wait()
+        if not host["finite"]:
+            raise ValueError(NOT_FINITE)
+        labels = host["labels"].astype(label_dtype(self.run.num_classes), copy=False)
+        for i, source in enumerate(done.sources):
+            if done.unit in read.commit_ids:
+                previous = read.labeler.previous_for(source)
+                read.rows.append(
+                    self._finisher.row(frame_row, self.run, host["logits"][i], labels[i], source, previous)
+                )
             read.labeler.remember(labels[i], source)
 
     @staticmethod

@@ -162,29 +162,44 @@ class VideoLabeler:
         """The row of a frame whose label map the caller already has (e.g. to draw overlays too);
         `labels` must be logits_to_labels(logits, (source.height, source.width)). No side effect:
         call `remember` after it to make this frame the previous one of the next."""
-        if logits.shape[0] != self.run.num_classes:
-            raise ValueError(f"logits have {logits.shape[0]} classes, the run's model has {self.run.num_classes}")
-        if labels.shape != (source.height, source.width):
-            raise ValueError(f"labels of {labels.shape} for a {source.width}x{source.height} frame")
+        return frame_row(self.run, logits, labels, source, self.previous_for(source))
+
+    def previous_for(self, source: FrameSource) -> np.ndarray | None:
+        """The label map the frame's temporal agreement compares with: the previous frame's, if it
+        is the adjacent labelled frame (frame_index - frame_stride); else None."""
+        if self._previous is None or self._previous[0] != source.frame_index - source.frame_stride:
+            return None
+        return self._previous[1]
+
+
+def frame_row(
+    run: RunInfo,
+    logits: np.ndarray | torch.Tensor,
+    labels: np.ndarray,
+    source: FrameSource,
+    previous: np.ndarray | None,
+) -> FrameRow:
+    """One frame's row: statistics and mask PNG from its logits [C, h, w] and label map [H, W],
+    and the agreement with `previous` (`VideoLabeler.previous_for`) when that has its size.
+    Pure, so rows can be built in any thread, in any order."""
+    if logits.shape[0] != run.num_classes:
+        raise ValueError(f"logits have {logits.shape[0]} classes, the run's model has {run.num_classes}")
+    if labels.shape != (source.height, source.width):
+        raise ValueError(f"labels of {labels.shape} for a {source.width}x{source.height} frame")
+    if previous is not None and previous.shape != labels.shape:
         previous = None
-        if (
-            self._previous is not None
-            and self._previous[0] == source.frame_index - source.frame_stride
-            and self._previous[1].shape == labels.shape
-        ):
-            previous = self._previous[1]
-        stats = frame_stats(logits, labels, previous)
-        return FrameRow(
-            job_id=self.run.job_id,
-            **asdict(source),
-            mask_png=encode_mask_png(labels),
-            class_histogram=stats.class_histogram.tolist(),
-            mean_confidence=_float32(stats.confidence.mean_confidence),
-            low_confidence_fraction=_float32(stats.confidence.low_confidence_fraction),
-            mean_entropy=_float32(stats.confidence.mean_entropy),
-            temporal_agreement=None if stats.temporal_agreement is None else _float32(stats.temporal_agreement),
-            **self.run.provenance(),
-        )
+    stats = frame_stats(logits, labels, previous)
+    return FrameRow(
+        job_id=run.job_id,
+        **asdict(source),
+        mask_png=encode_mask_png(labels),
+        class_histogram=stats.class_histogram.tolist(),
+        mean_confidence=_float32(stats.confidence.mean_confidence),
+        low_confidence_fraction=_float32(stats.confidence.low_confidence_fraction),
+        mean_entropy=_float32(stats.confidence.mean_entropy),
+        temporal_agreement=None if stats.temporal_agreement is None else _float32(stats.temporal_agreement),
+        **run.provenance(),
+    )
 
 
 def _float32(value: float) -> float:
