@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import os
 import statistics
@@ -65,8 +66,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def pipeline_seconds(spec: JobSpec, batched: bool = False) -> tuple[float, int]:
+def pipeline_seconds(spec: JobSpec, batched: bool = False, row_threads: int | None = None) -> tuple[float, int]:
+    """Seconds and frames of labeling the spec's chains with one worker (Ray's actor without Ray);
+    `row_threads` overrides how many threads build rows beside the model (0: between its steps)."""
     worker = make_worker(spec, torch.device(spec.model.device if spec.model.device != "auto" else "cpu"))
+    if row_threads is not None:
+        worker.options = dataclasses.replace(worker.options, row_threads=row_threads)
     chains, _ = plan_job(spec, Store())
     t0 = time.perf_counter()
     outcomes = worker.process_many(chains) if batched else [worker.process(c) for c in chains]

@@ -1,4 +1,4 @@
-"""benchmarks/gpu.py keeps working where there is no GPU: its --smoke runs on tiny shapes."""
+"""The GPU benchmarks keep working where there is no GPU: gpu.py --smoke and finishing.py run small."""
 
 from __future__ import annotations
 
@@ -30,3 +30,12 @@ def test_smoke_prints_every_section():
 def test_smoke_parity_passes_on_the_first_fixture():
     out = run_gpu_benchmark("--parity")
     assert "tv3s-parity-small" in out and out.rstrip().endswith("ok"), out
+
+
+@pytest.mark.slow
+def test_the_finishing_benchmark_runs_small():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "finishing.py"), "--preset", "tv3s-demo", "--size", "64x96"]
+    cmd += ["--videos", "1", "--frames", "4", "--repeats", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "ms a frame" in proc.stdout and "x inline" in proc.stdout, proc.stdout

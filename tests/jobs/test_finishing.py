@@ -85,3 +85,20 @@ def test_a_host_copy_of_cpu_tensors_is_their_values():
     labels = torch.arange(12, dtype=torch.uint8).reshape(3, 4)
     host = HostCopy({"labels": labels, "finite": torch.isfinite(torch.ones(2)).all()}).wait()
     assert np.array_equal(host["labels"], labels.numpy()) and bool(host["finite"])
+
+
+def test_without_threads_rows_and_commits_run_in_the_callers_thread_and_fail_at_once():
+    caller = threading.get_ident()
+    ran: list[int] = []
+    with Finisher(row_threads=0, max_rows=2) as finisher:
+        assert finisher.row(threading.get_ident).result() == caller
+        finisher.commit(lambda: ran.append(threading.get_ident()))
+        assert ran == [caller]  # done before commit() returned
+
+    def died() -> None:
+        raise Died("inline")
+
+    with Finisher(row_threads=0, max_rows=2) as finisher:
+        with pytest.raises(Died):
+            finisher.commit(died)
+        finisher._failure = None  # the block then ends without raising it again

@@ -66,13 +66,16 @@ class Finisher:
 
     ``row_threads`` threads build rows; at most ``max_rows`` rows are in flight (`row` then
     waits for the oldest), and at most ``max_commits`` commits are queued (`commit` waits
-    likewise). Use as a context manager: leaving it waits for every queued commit, then
-    raises the first failure (unless the block already raised).
+    likewise). With ``row_threads=0`` rows and commits run in the caller's thread as they are
+    asked for, as before this module: the baseline of benchmarks/finishing.py. Use as a context manager:
+    leaving it waits for every queued commit, then raises the first failure (unless the block
+    already raised).
     """
 
     def __init__(self, row_threads: int, max_rows: int, max_commits: int = 2) -> None:
-        self._rows = ThreadPoolExecutor(max(1, row_threads), thread_name_prefix="tv3s-rows")
-        self._commits = ThreadPoolExecutor(1, thread_name_prefix="tv3s-commit")
+        inline = row_threads < 1
+        self._rows = _Inline() if inline else ThreadPoolExecutor(row_threads, thread_name_prefix="tv3s-rows")
+        self._commits = _Inline() if inline else ThreadPoolExecutor(1, thread_name_prefix="tv3s-commit")
         self._max_rows, self._max_commits = max(1, max_rows), max(1, max_commits)
         self._rows_in_flight: collections.deque[Future] = collections.deque()
         self._commits_queued: collections.deque[Future] = collections.deque()
@@ -94,6 +97,7 @@ class Finisher:
             self._commits_queued.popleft().exception()
             self.check()
         self._commits_queued.append(self._commits.submit(self._guarded, write))
+        self.check()  # at once when inline
 
     def _guarded(self, write: Callable[[], object]) -> None:
         if self._failure is not None:
@@ -129,3 +133,18 @@ class Finisher:
         finally:
             self._rows.shutdown(wait=True, cancel_futures=True)
             self._commits.shutdown(wait=True)
+
+
+class _Inline:
+    """An executor that runs each task at once in the caller's thread (`Finisher` with no threads)."""
+
+    def submit(self, task: Callable[..., T], *args) -> Future[T]:
+        future: Future[T] = Future()  # completed here, so callers treat both executors alike
+        try:
+            future.set_result(task(*args))
+        except BaseException as exc:  # as a pool thread would keep it
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Nothing runs later."""

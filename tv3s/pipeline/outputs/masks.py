@@ -57,7 +57,8 @@ def logits_to_labels(
     _check_logits(logits)
     if not bool(torch.isfinite(logits).all()):
         raise ValueError(NOT_FINITE)
-    return labels_on_device(logits, size, max_elements).cpu().numpy().astype(label_dtype(logits.shape[-3]))
+    labels = labels_on_device(logits, size, max_elements).cpu().numpy()
+    return labels.astype(label_dtype(logits.shape[-3]), copy=False)
 
 
 NOT_FINITE = "logits contain NaN or inf; the model output is broken (check the weights and inputs)"
