@@ -13,10 +13,12 @@ Every figure is printed with a ratio against a baseline measured in the same run
    maps, statistics, PNG, commit with a resume point per segment) against the model alone on
    the same frames (benchmarks/pipeline.py's harness).
 
+Section 1 also prints each row with ``cuda_graphs`` on (steps replayed from CUDA graphs).
+
 ``--parity`` instead checks the triton backend against the golden fixtures ($TV3S_FIXTURES,
 default ../shared/fixtures): fp32 within 1e-4 + 1e-4·|x|, a stream split through state bytes
-within 1e-5 of one pass, bf16 autocast argmax agreeing with fp32 on >= 99% of pixels; exit 1
-if any fails. ``--smoke`` runs everything on tiny shapes (on CPU: the pure path), to keep
+within 1e-5 of one pass, steps replayed from CUDA graphs within 1e-5 of eager ones, bf16
+autocast argmax agreeing with fp32 on >= 99% of pixels; exit 1 if any fails. ``--smoke`` runs everything on tiny shapes (on CPU: the pure path), to keep
 this script working where there is no GPU.
 
 Usage (about 5 minutes on one H200, warm-up included):
@@ -85,11 +87,14 @@ def autocast(device: torch.device, precision: str):
 
 
 def stream_fps(model, frames: np.ndarray, videos: int, precision: str, steps: int) -> float:
-    """Frames/s of `steps` stream steps of `videos` videos, each step carrying the last one's states."""
+    """Frames/s of `steps` stream steps of `videos` videos, each step carrying the last one's states
+    (after two warm-up steps: the first compiles kernels, the second captures a CUDA graph)."""
     device = model.device
     clips = [frames] * videos
     with autocast(device, precision):
-        _, states = model.predict_stream_batch(clips, [None] * videos, on_device=True)  # warm-up
+        states = [None] * videos
+        for _ in range(2):
+            _, states = model.predict_stream_batch(clips, states, on_device=True)
         sync(device)
         start = time.perf_counter()
         for _ in range(steps):
@@ -100,15 +105,24 @@ def stream_fps(model, frames: np.ndarray, videos: int, precision: str, steps: in
 
 def bench_model(model, size: tuple[int, int], batches: list[int], precisions: list[str], frames_total: int) -> None:
     frames = np.random.default_rng(0).integers(0, 256, size=(4, *size, 3), dtype=np.uint8)
+    graphs = model.device.type == "cuda"
     print(f"\n1. model only, stream, {size[0]}x{size[1]}, 4 frames a step, backend {model.backend}")
-    print(f"  {'precision':<10}{'videos':>7}{'frames/s':>10}{'x fp32 x1':>11}")
+    print(f"  {'precision':<10}{'videos':>7}{'frames/s':>10}{'x fp32 x1':>11}" + ("  CUDA graphs  x eager" * graphs))
     base = None
     for precision in precisions:
         for videos in batches:
             steps = max(2, frames_total // (4 * videos))
             fps = stream_fps(model, frames, videos, precision, steps)
             base = base or fps
-            print(f"  {precision:<10}{videos:>7}{fps:>10.1f}{fps / base:>11.2f}")
+            line = f"  {precision:<10}{videos:>7}{fps:>10.1f}{fps / base:>11.2f}"
+            if graphs:
+                model.cuda_graphs = True
+                try:
+                    graphed = stream_fps(model, frames, videos, precision, steps)
+                finally:
+                    model.cuda_graphs = False
+                line += f"{graphed:>13.1f}{graphed / fps:>9.2f}"
+            print(line)
     backend = model.backend
     model.backend = "torch"
     try:
@@ -189,11 +203,22 @@ def bench_pipeline(
     batched = min(
         pipeline_bench.pipeline_seconds(spec(videos_per_batch=videos), batched=True)[0] for _ in range(repeat)
     )
+    inline = min(  # rows and commits between the model's steps, as before tv3s/jobs/finishing.py
+        pipeline_bench.pipeline_seconds(spec(videos_per_batch=videos), batched=True, row_threads=0)[0]
+        for _ in range(repeat)
+    )
     total = videos * frames
     print(f"\n3. pipeline without Ray, {videos} videos x {frames} frames of {size[1]}x{size[0]}, {precision}")
     print(f"  model only (one video at a time)      {total / model_s:8.1f} frames/s")
     print(f"  pipeline, one video at a time         {total / one:8.1f} frames/s = {model_s / one:.2f}x model only")
     print(f"  pipeline, videos_per_batch {videos:<2}        {total / batched:8.1f} frames/s = {model_s / batched:.2f}x")
+    print(f"  the same, rows and commits inline     {total / inline:8.1f} frames/s = {model_s / inline:.2f}x")
+    if device.type == "cuda":  # a fresh worker per run: its graphs' captures are inside the time
+        graphed = min(
+            pipeline_bench.pipeline_seconds(spec(videos_per_batch=videos, cuda_graphs=True), batched=True)[0]
+            for _ in range(repeat)
+        )
+        print(f"  the same with CUDA graphs             {total / graphed:8.1f} frames/s = {model_s / graphed:.2f}x")
     print(f"  (scratch data in {tmp})")
 
 
@@ -238,6 +263,16 @@ def parity_of(name: str, device: torch.device, backend: str, frames_limit: int |
         "clip fp32": excess(clip, expected_clip) <= 0,
         "split": split <= 1e-5,
     }
+    graphed = "n/a (CUDA only)"
+    if device.type == "cuda":  # steps of 2 frames: eager, captured, then replayed
+        model.cuda_graphs = True
+        try:
+            replayed, _ = model.predict_stream(frames, frames_per_step=2)
+        finally:
+            model.cuda_graphs = False
+        eager, _ = model.predict_stream(frames, frames_per_step=2)
+        difference = float(np.abs(replayed - eager).max())
+        checks["CUDA graphs"], graphed = difference <= 1e-5, f"{difference:.1e}"
     agreement = "n/a (bf16 autocast is for CUDA; CPU runs fp32)"
     if device.type == "cuda":
         with autocast(device, "bf16"):
@@ -246,7 +281,7 @@ def parity_of(name: str, device: torch.device, backend: str, frames_limit: int |
         checks["bf16 argmax"], agreement = agree >= 0.99, f"{agree:.4f}"
     print(
         f"  {name:<24} stream max|d| {np.abs(stream - expected).max():.2e}  clip max|d| "
-        f"{np.abs(clip - expected_clip).max():.2e}  split {split:.1e}  bf16 argmax {agreement}  "
+        f"{np.abs(clip - expected_clip).max():.2e}  split {split:.1e}  graphs {graphed}  bf16 argmax {agreement}  "
         + ("ok" if all(checks.values()) else "FAILED: " + ", ".join(k for k, v in checks.items() if not v))
     )
     return all(checks.values())

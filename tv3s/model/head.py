@@ -83,8 +83,12 @@ class TV3SHead(nn.Module):
             mh = math.lcm(cfg.window_h, cfg.window_h + cfg.shift_size)
             mw = math.lcm(cfg.window_w, cfg.window_w + cfg.shift_size)
         h, w = quarter_hw
-        gh, gw = math.ceil((h // 2) / mh) * mh, math.ceil((w // 2) / mw) * mw
-        return WindowGeometry(gh, gw, cfg.window_h, cfg.window_w, cfg.shift_size, cfg.real_shift)
+        return self.grid_geometry((math.ceil((h // 2) / mh) * mh, math.ceil((w // 2) / mw) * mw))
+
+    def grid_geometry(self, grid_hw: tuple[int, int]) -> WindowGeometry:
+        """The windowing of a Mamba grid of `grid_hw` tokens (as a stream state records it)."""
+        cfg = self.cfg
+        return WindowGeometry(*grid_hw, cfg.window_h, cfg.window_w, cfg.shift_size, cfg.real_shift)
 
     def fuse(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Per-frame multi-scale fusion -> [N, embed_dim, h/4, w/4]."""

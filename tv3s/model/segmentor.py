@@ -14,6 +14,7 @@ Both take uint8 RGB frames ``[T, H, W, 3]`` and return float32 logits at 1/4 res
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -24,11 +25,12 @@ from torch import nn
 
 from ..schemas.classes import default_palette
 from .config import MiTConfig, ModelConfig
+from .graphs import StepGraphs
 from .head import TV3SHead
 from .mamba import MixerState, StackState
 from .mit import MixVisionTransformer
 from .state import StateMismatchError, StreamState
-from .windows import layer_groups
+from .windows import WindowGeometry, layer_groups
 
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
@@ -70,6 +72,9 @@ class TV3S(nn.Module):
         # "auto": on a GPU the Triton kernels (inference) or mamba-ssm's (training) when installed;
         # "torch": always the pure path; "triton" / "cuda": those kernels or an error (ssm.resolve_backend).
         self.backend = "auto"
+        # Stream steps on CUDA replayed from CUDA graphs (graphs.py). Off until measured on a GPU.
+        self.cuda_graphs = False
+        self._step_graphs: dict[bool, StepGraphs] = {}
         self.checkpoint_sha256: str | None = None
         self._digest_key: tuple | None = None
         self._digest: str = ""
@@ -134,10 +139,11 @@ class TV3S(nn.Module):
             raise ValueError("frames is empty (T = 0)")
         if min(h, w) < MIN_SIDE:
             raise ValueError(f"frames of {h}x{w} are too small: TV3S needs at least {MIN_SIDE} pixels per side")
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).float()
-        mean = torch.tensor(MEAN, device=x.device)
-        std = torch.tensor(STD, device=x.device)
-        return ((x - mean) / std).permute(0, 3, 1, 2).contiguous()
+        x = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.device.type == "cuda":  # through pinned memory, so the host need not wait for the GPU
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        mean, std = _normalization(x.device)
+        return ((x.to(self.device).float() - mean) / std).permute(0, 3, 1, 2).contiguous()
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised frames [N, 3, H, W] -> fused head maps [N, E, h/4, w/4]."""
@@ -201,24 +207,14 @@ class TV3S(nn.Module):
             if state is not None:
                 self._check_state(state, (h, w))
         x = torch.stack(inputs)  # [B, T, 3, H, W]
-        head = self.decode_head
-        layers = None
+        layers = self._batched_layers(states)
+        step = self._graphed_step if self.cuda_graphs and x.is_cuda else self._stream_step
         outs: list[list[torch.Tensor]] = [[] for _ in range(b)]
         geom = None
         for start in range(0, t, max(1, frames_per_step)):
             part = x[:, start : start + frames_per_step]
             s = part.shape[1]
-            fused = self._fused(part.reshape(b * s, 3, h, w))
-            quarter = tuple(fused.shape[-2:])
-            geom = head.geometry(quarter)
-            grid = head.to_grid(fused, geom)
-            grid = grid.view(b, s, *grid.shape[1:])
-            if layers is None:
-                layers = self._batched_layers(states, geom)
-            tokens, layers = head.temporal(grid, geom, layers, self.backend)
-            logits = self._logits_out(
-                head.classify(tokens.reshape(b * s, *tokens.shape[2:]), quarter), (h, w), full_resolution
-            )
+            logits, layers, geom = step(part, layers, full_resolution)
             for k in range(b):
                 outs[k].append(logits[k * s : (k + 1) * s])
         digest, fingerprint = self.weights_digest(), self.cfg.fingerprint()
@@ -229,10 +225,46 @@ class TV3S(nn.Module):
             new_states.append(StreamState(own, fingerprint, digest, (h, w), (geom.height, geom.width), seen + t))
         return [self._returned(torch.cat(o), on_device) for o in outs], new_states
 
-    def _batched_layers(self, states: Sequence[StreamState | None], geom) -> StackState | None:
+    def _stream_step(
+        self, part: torch.Tensor, layers: StackState | None, full_resolution: bool
+    ) -> tuple[torch.Tensor, StackState, WindowGeometry]:
+        """B videos' next S frames [B, S, 3, H, W] continuing `layers` (None: from the start)
+        -> (logits [B*S, C, h, w], the state after them, the Mamba grid's geometry)."""
+        b, s, _, h, w = part.shape
+        head = self.decode_head
+        fused = self._fused(part.reshape(b * s, 3, h, w))
+        quarter = tuple(fused.shape[-2:])
+        geom = head.geometry(quarter)
+        grid = head.to_grid(fused, geom)
+        tokens, layers = head.temporal(grid.view(b, s, *grid.shape[1:]), geom, layers, self.backend)
+        logits = head.classify(tokens.reshape(b * s, *tokens.shape[2:]), quarter)
+        return self._logits_out(logits, (h, w), full_resolution), layers, geom
+
+    def _graphed_step(
+        self, part: torch.Tensor, layers: StackState | None, full_resolution: bool
+    ) -> tuple[torch.Tensor, StackState, WindowGeometry]:
+        """`_stream_step` replayed from a CUDA graph once its shape repeats (see graphs.py)."""
+        graphs = self._step_graphs.get(full_resolution)
+        if graphs is None:
+            step = functools.partial(self._stream_step, full_resolution=full_resolution)
+            graphs = self._step_graphs[full_resolution] = StepGraphs(step, self._zero_layers)
+        return graphs(part, layers, key=self.backend)
+
+    def _zero_layers(self, videos: int, geom: WindowGeometry) -> StackState:
+        """The state of `videos` fresh videos, as tensors (what no state means)."""
+        return tuple(
+            tuple(
+                layer.mixer.initial_state(videos * idx.shape[0], self.device)
+                for idx in layer_groups(geom, shifted=i % 2 == 1)
+            )
+            for i, layer in enumerate(self.decode_head.vs.layers)
+        )
+
+    def _batched_layers(self, states: Sequence[StreamState | None]) -> StackState | None:
         """The videos' states stacked video-major per window group (zeros = a fresh start)."""
         if all(s is None for s in states):
             return None
+        geom = self.decode_head.grid_geometry(next(s for s in states if s is not None).grid_hw)
         device = self.device
         stacked = []
         for i, layer in enumerate(self.decode_head.vs.layers):
@@ -367,6 +399,16 @@ class TV3S(nn.Module):
         grid = head.to_grid(fused, geom).reshape(b, t, geom.height, geom.width, -1)
         tokens, _ = head.temporal(grid, geom, None, self.backend)
         return head.classify(tokens[:, -1], quarter)
+
+
+@functools.lru_cache(maxsize=8)
+def _normalization(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input mean and std on `device`, copied there once: a blocking copy from host memory
+    waits for all the GPU work queued before it, so one per call would stop the host from
+    queuing the next frames while the GPU runs. Built outside inference mode (the cache
+    outlives the call)."""
+    with torch.inference_mode(False):
+        return torch.tensor(MEAN, device=device), torch.tensor(STD, device=device)
 
 
 def _rows_of_video(state: MixerState, k: int, videos: int) -> MixerState:

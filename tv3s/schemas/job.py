@@ -110,6 +110,11 @@ class ResourcesSpec(_Strict):
         "side, their frames batched into one forward pass (each with its own state): fewer, larger "
         "kernels (1.16x with 4 videos on 2 CPU cores, demo model)",
     )
+    cuda_graphs: bool = Field(
+        False,
+        description="stream mode on a GPU: replay each repeated step shape from a CUDA graph (one launch "
+        "a step instead of about a thousand; same numbers); off until benchmarks/gpu.py has measured it",
+    )
     autoscale_max_actors: int | None = Field(
         None, ge=1, description="ask the Ray autoscaler for up to this many actors' resources while chains wait"
     )
