@@ -21,9 +21,10 @@ within 1e-5 of one pass, steps replayed from CUDA graphs within 1e-5 of eager on
 autocast argmax agreeing with fp32 on >= 99% of pixels; exit 1 if any fails. ``--smoke`` runs everything on tiny shapes (on CPU: the pure path), to keep
 this script working where there is no GPU.
 
-Usage (about 5 minutes on one H200, warm-up included):
-  python benchmarks/gpu.py            # the figures
-  python benchmarks/gpu.py --parity   # the checks
+Usage (about 5 minutes on one H200, warm-up included; benchmarks/device/ runs it through the
+device tool, whose machine lacks some of tv3s's packages):
+  python benchmarks/gpu.py            # the figures (--sections model,scan,pipeline)
+  python benchmarks/gpu.py --parity   # the checks (--fixtures NAME,...)
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import pipeline as pipeline_bench  # noqa: E402
 
 from tv3s.model import PRESETS, StreamState, build_model, load_checkpoint  # noqa: E402
 from tv3s.model.loading import build_random_model  # noqa: E402
@@ -175,6 +174,8 @@ def bench_pipeline(
     preset: str, device: torch.device, precision: str, size: tuple[int, int], videos: int, frames: int, repeat: int = 2
 ) -> None:
     """The actor's pipeline (ChainWorker without Ray) against the model alone on the same decoded frames."""
+    import pipeline as pipeline_bench  # PyAV and Delta Lake: only this section needs them (benchmarks/device)
+
     tmp = Path(tempfile.mkdtemp(prefix="tv3s-gpu-bench-"))
     store = pipeline_bench.Store()
     shards, _ = pipeline_bench.write_synthetic_archive(str(tmp), store, videos, frames, *size)
@@ -300,7 +301,10 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, any device: keeps the script working")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--preset", default="tv3s-b1-vspw")
+    parser.add_argument("--sections", default="model,scan,pipeline", help="which of model,scan,pipeline to run")
+    parser.add_argument("--fixtures", default=",".join(FIXTURE_NAMES), help="--parity's fixtures, by name")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     device = torch.device(args.device)
     if device.type == "cuda":  # fp32 means fp32 (as the actor sets it): TF32 would drift by ~1e-3
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -308,20 +312,28 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{where}; torch {torch.__version__}")
     if args.parity:
-        ok = parity(device, FIXTURE_NAMES[:1] if args.smoke else FIXTURE_NAMES, 3 if args.smoke else None)
+        ok = parity(device, tuple(args.fixtures.split(",")), 3 if args.smoke else None)
         sys.exit(0 if ok else 1)
     if args.smoke:  # the pipeline needs a preset: the smallest, tv3s-demo, on 2 frames
         model = build_random_model(TINY).to(device)
         print("a tiny model (MiT-B0, Mamba head of width 16 over 4x4 windows), random weights")
-        bench_model(model, (64, 64), [1, 2], ["fp32"], 8)
-        bench_scan(device, 2, 32, 4, [8])
-        bench_pipeline("tv3s-demo", device, "fp32", (64, 64), 2, 2, repeat=1)
+        runs = {
+            "model": lambda: bench_model(model, (64, 64), [1, 2], ["fp32"], 8),
+            "scan": lambda: bench_scan(device, 2, 32, 4, [8]),
+            "pipeline": lambda: bench_pipeline("tv3s-demo", device, "fp32", (64, 64), 2, 2, repeat=1),
+        }
     else:
         model = build_random_model(args.preset).to(device)
         print(f"{args.preset}, random weights")
-        bench_model(model, (480, 853), [1, 4, 8, 16], ["fp32", "bf16"], 128)
-        bench_scan(device, 18, 512, 16, [400, 1600])
-        bench_pipeline(args.preset, device, "bf16", (480, 853), 4, 24)
+        runs = {
+            "model": lambda: bench_model(model, (480, 853), [1, 4, 8, 16], ["fp32", "bf16"], 128),
+            "scan": lambda: bench_scan(device, 18, 512, 16, [400, 1600]),
+            # 854, not 853: the synthetic videos are H.264 in yuv420p, which needs even sizes
+            "pipeline": lambda: bench_pipeline(args.preset, device, "bf16", (480, 854), 4, 24),
+        }
+    for name, run in runs.items():
+        if name in sections:
+            run()
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def test_smoke_prints_every_section():
 
 @pytest.mark.slow
 def test_smoke_parity_passes_on_the_first_fixture():
-    out = run_gpu_benchmark("--parity")
+    out = run_gpu_benchmark("--parity", "--fixtures", "tv3s-parity-small")
     assert "tv3s-parity-small" in out and out.rstrip().endswith("ok"), out
 
 
@@ -39,3 +39,22 @@ def test_the_finishing_benchmark_runs_small():
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "ms a frame" in proc.stdout and "x inline" in proc.stdout, proc.stdout
+
+
+def test_the_actor_pipeline_runs_without_ray_or_duckdb():
+    """The device tool's GPU machines have neither, and no room to carry them (benchmarks/device):
+    planning, labeling and committing a chain must not import them."""
+    script = """
+import sys
+sys.modules["duckdb"] = sys.modules["ray"] = None  # `import duckdb` now raises ImportError
+sys.path.insert(0, "benchmarks")
+import tempfile
+import pipeline as bench
+from tv3s import DEMO_CHECKPOINT
+tmp = tempfile.mkdtemp()
+shards, _ = bench.write_synthetic_archive(tmp, bench.Store(), 1, 4, 64, 96)
+spec = bench.spec_for(shards, tmp + "/out", {"checkpoint": str(DEMO_CHECKPOINT)})
+print("frames", bench.pipeline_seconds(spec)[1])
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "frames 4" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -141,10 +142,11 @@ def job_partitions(
     """
     if spec.inputs.index is not None:
         return partition_loaders(spec.inputs.index, store), []
-    import ray
-
     kwargs = {"key_pattern": spec.inputs.key_pattern} if spec.inputs.key_pattern else {}
-    ray_from = JOB_RAY_FROM if ray.is_initialized() else None
+    # Connected only if Ray was imported: planning without Ray installed (the GPU machines of
+    # benchmarks/device, where Ray is too big to carry) must not need it
+    ray = sys.modules.get("ray")
+    ray_from = JOB_RAY_FROM if ray is not None and ray.is_initialized() else None
     result = index_inputs(spec.inputs.shards, store, progress=progress, ray_from=ray_from, **kwargs)
     return [lambda: result.table], list(result.errors)
 

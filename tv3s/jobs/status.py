@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import duckdb
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -104,6 +103,8 @@ def _ledger_counts(output: Output, name: str) -> dict[str, tuple[int, int, int]]
         else "SELECT kind, count(*), coalesce(sum(frames), 0), coalesce(sum(error_rows), 0) "
         "FROM ledger WHERE job_id = ? GROUP BY kind"  # a plan recorded before contents were
     )
+    import duckdb  # here, not at the top: every actor imports tv3s.jobs, and only status reads with DuckDB
+
     with duckdb.connect(":memory:") as con:
         if current:
             con.register("chains", chains)

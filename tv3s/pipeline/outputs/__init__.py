@@ -13,14 +13,26 @@
   shards; `render`, `video_write` — overlays, sheets and videos for people to look at.
 """
 
+import importlib
+
 from .commit import CommitError, Output
-from .export import ExportError
 from .manifest import FrameSource, ManifestWriter, RunInfo, UnitKey, VideoLabeler
 from .masks import colorize, decode_mask_png, encode_mask_png, logits_to_labels, overlay
-from .query import QueryError, connect, run_query
-from .render import RenderError, RenderOptions, render_lowest_confidence, render_video
 from .stats import FrameStats, frame_stats
 from .video_write import encode_video, write_video
+
+# The reading side, imported when first asked for: it needs DuckDB, which a writing actor never
+# does (the GPU machines of benchmarks/device have no DuckDB, and no room to carry it).
+_READING = {
+    "ExportError": "export",
+    "QueryError": "query",
+    "connect": "query",
+    "run_query": "query",
+    "RenderError": "render",
+    "RenderOptions": "render",
+    "render_lowest_confidence": "render",
+    "render_video": "render",
+}
 
 __all__ = [
     "CommitError",
@@ -48,3 +60,10 @@ __all__ = [
     "run_query",
     "write_video",
 ]
+
+
+def __getattr__(name: str):
+    """The reading side's names, imported on first use."""
+    if name not in _READING:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_READING[name]}", __name__), name)
