@@ -326,7 +326,7 @@ def main() -> None:
         model = build_random_model(args.preset).to(device)
         print(f"{args.preset}, random weights")
         runs = {
-            "model": lambda: bench_model(model, (480, 853), [1, 4, 8, 16], ["fp32", "bf16"], 128),
+            "model": lambda: bench_model(model, (480, 853), [1, 4, 8, 16], ["fp32", "bf16"], 64),
             "scan": lambda: bench_scan(device, 18, 512, 16, [400, 1600]),
             # 854, not 853: the synthetic videos are H.264 in yuv420p, which needs even sizes
             "pipeline": lambda: bench_pipeline(args.preset, device, "bf16", (480, 854), 4, 24),

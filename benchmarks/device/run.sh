@@ -2,8 +2,8 @@
 # Runs one stage of the GPU checks on the device tool's machine, after installing the stage's
 # load of wheels (benchmarks/device/pack.sh) into /tmp/site, which lasts while the machine
 # stays warm (30 s after a call). Logs go to $OUT, which the tool brings back.
-#   a: gpu.py --parity on tv3s-parity-small, then gpu.py's model and scan sections  (~6 min)
-#   b: gpu.py's pipeline section, then benchmarks/finishing.py on B1 at 480p    (~6 min)
+#   a: gpu.py --parity on tv3s-parity-small, then gpu.py's model and scan sections  (~5 min, estimated)
+#   b: gpu.py's pipeline section, then benchmarks/finishing.py on B1 at 480p    (~3 min, estimated)
 #      b needs a's install (PyAV): call it right after a, on the same warm machine.
 # From the session, with the device tool:
 #   run(command="bash benchmarks/device/run.sh a", carry=[".device/a"], timeout_s=480)
