@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -31,8 +32,9 @@ from tv3s.pipeline.outputs.manifest import FrameSource, frame_row  # noqa: E402
 from tv3s.pipeline.outputs.masks import logits_to_labels  # noqa: E402
 
 
-def rows_alone_ms(worker, chains, store) -> float:
-    """Milliseconds of host work per frame after the model: label map, statistics, PNG."""
+def rows_per_second(worker, chains, store, threads: int, rows: int = 32) -> float:
+    """Frame rows (statistics and PNG, no model) built per second by `threads` threads: whether
+    the pool scales, i.e. whether the GIL serialises the row work."""
     chain = chains[0]
     chunk = next(pipeline_bench.iter_video(chain.runs(chain.units), store, print, pipeline_bench.ResizeRule(None), 4))
     with torch.inference_mode():
@@ -40,11 +42,15 @@ def rows_alone_ms(worker, chains, store) -> float:
     labels = logits_to_labels(logits, chunk.frames.shape[1:3])
     host = logits.cpu().numpy()
     h, w = labels.shape[1:]
-    source = FrameSource(chain.video_id, unit_index=0, frame_index=0, source_url="bench", width=w, height=h)
-    start = time.perf_counter()
-    for i in range(len(labels)):
-        frame_row(worker.run, host[i], labels[i], source, None)
-    return (time.perf_counter() - start) / len(labels) * 1000
+    source = FrameSource(chain.video_id, unit_index=0, frame_index=1, source_url="bench", width=w, height=h)
+
+    def row(i: int) -> None:
+        frame_row(worker.run, host[i % len(host)], labels[i % len(labels)], source, labels[(i + 1) % len(labels)])
+
+    with ThreadPoolExecutor(threads) as pool:
+        start = time.perf_counter()
+        list(pool.map(row, range(rows)))
+        return rows / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -73,7 +79,9 @@ def main() -> None:
     worker = pipeline_bench.make_worker(spec, torch.device(args.device))
     print(f"{args.preset} at {width}x{height}, {args.videos} videos x {args.frames} frames, {args.device}, "
           f"{torch.get_num_threads()} torch threads")  # fmt: skip
-    print(f"host work after the model: {rows_alone_ms(worker, chains, store):.1f} ms a frame")
+    one, many = (rows_per_second(worker, chains, store, n) for n in (1, args.threads))
+    print(f"frame rows alone: {1000 / one:.1f} ms a frame in one thread; {args.threads} threads build "
+          f"{many / one:.2f}x as many a second ({many:.0f} frames/s)")  # fmt: skip
     seconds(0)  # warm-up
     ratios = []
     for _ in range(args.repeats):
