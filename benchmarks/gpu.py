@@ -8,7 +8,8 @@ Every figure is printed with a ratio against a baseline measured in the same run
    at one video is printed against the same baseline.
 2. scan: the Triton scan vs the PyTorch scan vs a per-token loop, and the Triton conv vs the
    PyTorch conv, at one B1 decoder layer's shapes (18 windows x 512 channels x 16 states at
-   480x853; 400 tokens a frame, 1600 for the 4 frames of one stream step), time per call.
+   480x853; 400 tokens a frame, 1600 for the 4 frames of one stream step), time per call;
+   on a GPU also the scan with other channel blocks per program than its untuned 16.
 3. pipeline: what an actor does without Ray (read, decode in a prefetch thread, model, label
    maps, statistics, PNG, commit with a resume point per segment) against the model alone on
    the same frames (benchmarks/pipeline.py's harness).
@@ -168,6 +169,19 @@ def bench_scan(device: torch.device, n: int, d: int, s: int, lengths: list[int])
                 f"  {length:<8}{tri * 1e3:>9.3f}{pt * 1e3:>9.3f}{pt / tri:>7.1f}{loop * 1e3:>10.1f}{loop / tri:>8.0f}"
                 f"{ctri * 1e3:>10.3f}{cpt * 1e3:>9.3f}{cpt / ctri:>7.1f}"
             )
+            if triton_ok and device.type == "cuda":
+                print("  " + block_sweep(x, device, tri))
+
+
+def block_sweep(x: dict[str, torch.Tensor], device: torch.device, default: float) -> str:
+    """The Triton scan's time for other channel blocks per program (the default, 16, is untuned)."""
+    from tv3s.model import triton_scan
+
+    times = []
+    for block in (4, 8, 32, 64):
+        seconds = best_seconds(lambda block=block: triton_scan.selective_scan(**x, block_d=block), device)
+        times.append(f"{block}: {seconds * 1e3:.3f} ms ({default / seconds:.2f}x)")
+    return "scan with block_d " + ", ".join(times)
 
 
 def bench_pipeline(
