@@ -32,20 +32,25 @@ from tv3s.pipeline.outputs.manifest import FrameSource, frame_row  # noqa: E402
 from tv3s.pipeline.outputs.masks import logits_to_labels  # noqa: E402
 
 
-def rows_per_second(worker, chains, store, threads: int, rows: int = 32) -> float:
-    """Frame rows (statistics and PNG, no model) built per second by `threads` threads: whether
-    the pool scales, i.e. whether the GIL serialises the row work."""
+def row_inputs(worker, chains, store) -> tuple:
+    """One chunk's host logits, label maps and a frame source: what frame rows are built from."""
     chain = chains[0]
     chunk = next(pipeline_bench.iter_video(chain.runs(chain.units), store, print, pipeline_bench.ResizeRule(None), 4))
     with torch.inference_mode():
         logits, _ = worker.model.predict_stream(chunk.frames, on_device=True)
     labels = logits_to_labels(logits, chunk.frames.shape[1:3])
-    host = logits.cpu().numpy()
     h, w = labels.shape[1:]
     source = FrameSource(chain.video_id, unit_index=0, frame_index=1, source_url="bench", width=w, height=h)
+    return logits.cpu().numpy(), labels, source
+
+
+def rows_per_second(run, inputs: tuple, threads: int, rows: int = 32) -> float:
+    """Frame rows (statistics and PNG, no model) built per second by `threads` threads: whether
+    the pool scales, i.e. whether the GIL serialises the row work."""
+    host, labels, source = inputs
 
     def row(i: int) -> None:
-        frame_row(worker.run, host[i % len(host)], labels[i % len(labels)], source, labels[(i + 1) % len(labels)])
+        frame_row(run, host[i % len(host)], labels[i % len(labels)], source, labels[(i + 1) % len(labels)])
 
     with ThreadPoolExecutor(threads) as pool:
         start = time.perf_counter()
@@ -79,7 +84,8 @@ def main() -> None:
     worker = pipeline_bench.make_worker(spec, torch.device(args.device))
     print(f"{args.preset} at {width}x{height}, {args.videos} videos x {args.frames} frames, {args.device}, "
           f"{torch.get_num_threads()} torch threads")  # fmt: skip
-    one, many = (rows_per_second(worker, chains, store, n) for n in (1, args.threads))
+    inputs = row_inputs(worker, chains, store)
+    one, many = (rows_per_second(worker.run, inputs, n) for n in (1, args.threads))
     print(f"frame rows alone: {1000 / one:.1f} ms a frame in one thread; {args.threads} threads build "
           f"{many / one:.2f}x as many a second ({many:.0f} frames/s)")  # fmt: skip
     seconds(0)  # warm-up

@@ -115,10 +115,13 @@ class Finisher:
 
     def drain(self) -> None:
         """Wait for every queued commit; raise the first failure."""
-        while self._commits_queued:
-            self._commits_queued.popleft().exception()
+        self._wait_for_commits()
         self._rows_in_flight.clear()
         self.check()
+
+    def _wait_for_commits(self) -> None:
+        while self._commits_queued:
+            self._commits_queued.popleft().exception()
 
     def __enter__(self) -> Finisher:
         return self
@@ -128,8 +131,7 @@ class Finisher:
             if exc is None:
                 self.drain()
             else:  # the block's own error wins; commits already queued still run (as inline)
-                while self._commits_queued:
-                    self._commits_queued.popleft().exception()
+                self._wait_for_commits()
         finally:
             self._rows.shutdown(wait=True, cancel_futures=True)
             self._commits.shutdown(wait=True)

@@ -140,10 +140,10 @@ class TV3S(nn.Module):
         if min(h, w) < MIN_SIDE:
             raise ValueError(f"frames of {h}x{w} are too small: TV3S needs at least {MIN_SIDE} pixels per side")
         x = torch.from_numpy(np.ascontiguousarray(frames))
-        if self.device.type == "cuda":  # through pinned memory, so the host need not wait for the GPU
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        mean, std = _normalization(x.device)
-        return ((x.to(self.device).float() - mean) / std).permute(0, 3, 1, 2).contiguous()
+        # to a GPU through pinned memory, so the host need not wait for the GPU's queue
+        x = x.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else x.to(self.device)
+        mean, std = _normalization(self.device)
+        return ((x.float() - mean) / std).permute(0, 3, 1, 2).contiguous()
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised frames [N, 3, H, W] -> fused head maps [N, E, h/4, w/4]."""

@@ -113,7 +113,7 @@ class ResourcesSpec(_Strict):
     cuda_graphs: bool = Field(
         False,
         description="stream mode on a GPU: replay each repeated step shape from a CUDA graph (one launch "
-        "a step instead of about a thousand; same numbers); off until benchmarks/gpu.py has measured it",
+        "a step instead of ~700 for B1; same numbers); off until benchmarks/gpu.py has measured it",
     )
     autoscale_max_actors: int | None = Field(
         None, ge=1, description="ask the Ray autoscaler for up to this many actors' resources while chains wait"
