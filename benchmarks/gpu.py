@@ -14,7 +14,11 @@ Every figure is printed with a ratio against a baseline measured in the same run
    maps, statistics, PNG, commit with a resume point per segment) against the model alone on
    the same frames (benchmarks/pipeline.py's harness).
 
-Section 1 also prints each row with ``cuda_graphs`` on (steps replayed from CUDA graphs).
+Section 1 also prints each row with ``cuda_graphs`` on (steps replayed from CUDA graphs), and
+the last precision with the convolutions channels-last.
+4. compile: ``torch.compile(mode="reduce-overhead")`` of a stream step (bf16, 1 and 8 videos)
+   against eager steps and against section 1's CUDA graphs, each run checked against eager
+   logits first; its time to compile is printed too.
 
 ``--parity`` instead checks the triton backend against the golden fixtures ($TV3S_FIXTURES,
 default ../shared/fixtures): fp32 within 1e-4 + 1e-4·|x|, a stream split through state bytes
@@ -24,7 +28,7 @@ this script working where there is no GPU.
 
 Usage (about 5 minutes on one H200, warm-up included; benchmarks/device/ runs it through the
 device tool, whose machine lacks some of tv3s's packages):
-  python benchmarks/gpu.py            # the figures (--sections model,scan,pipeline)
+  python benchmarks/gpu.py            # the figures (--sections model,scan,pipeline,compile)
   python benchmarks/gpu.py --parity   # the checks (--fixtures NAME,...)
 """
 
@@ -108,11 +112,11 @@ def bench_model(model, size: tuple[int, int], batches: list[int], precisions: li
     graphs = model.device.type == "cuda"
     print(f"\n1. model only, stream, {size[0]}x{size[1]}, 4 frames a step, backend {model.backend}")
     print(f"  {'precision':<10}{'videos':>7}{'frames/s':>10}{'x fp32 x1':>11}" + ("  CUDA graphs  x eager" * graphs))
-    base = None
+    base, measured = None, {}
     for precision in precisions:
         for videos in batches:
             steps = max(2, frames_total // (4 * videos))
-            fps = stream_fps(model, frames, videos, precision, steps)
+            fps = measured[precision, videos] = stream_fps(model, frames, videos, precision, steps)
             base = base or fps
             line = f"  {precision:<10}{videos:>7}{fps:>10.1f}{fps / base:>11.2f}"
             if graphs:
@@ -131,6 +135,22 @@ def bench_model(model, size: tuple[int, int], batches: list[int], precisions: li
             print(f"  {precision:<10}{1:>7}{fps:>10.1f}{fps / base:>11.2f}  (backend torch)")
     finally:
         model.backend = backend
+    precision = precisions[-1]
+    for videos in (batches[0], batches[-1]):
+        fps = channels_last_fps(model, frames, videos, precision, max(2, frames_total // (4 * videos)))
+        ratio = fps / measured[precision, videos]
+        print(f"  {precision:<10}{videos:>7}{fps:>10.1f}{fps / base:>11.2f}  (channels-last convs: {ratio:.2f}x)")
+
+
+def channels_last_fps(model, frames: np.ndarray, videos: int, precision: str, steps: int) -> float:
+    """`stream_fps` with the convolutions' weights channels-last (NHWC), which the tensor cores
+    prefer: the encoder's patch embeddings and the head's 1x1 convs. The tokens that follow are
+    [N, HW, C], so an NHWC conv output also saves the transpose into them."""
+    model.to(memory_format=torch.channels_last)
+    try:
+        return stream_fps(model, frames, videos, precision, steps)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def scan_operands(n: int, length: int, d: int, s: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -237,6 +257,68 @@ def bench_pipeline(
     print(f"  (scratch data in {tmp})")
 
 
+@contextlib.contextmanager
+def compiled_steps(model, options: dict):
+    """The model's stream steps through ``torch.compile(**options)``: the issue's alternative to
+    graphs.py. Outputs are cloned, as StepGraphs does: reduce-overhead replays CUDA graphs that
+    reuse their output memory, and a returned state must stay a value."""
+    from tv3s.model.graphs import flatten, unflatten
+
+    compiled = torch.compile(model._stream_step, dynamic=False, **options)
+
+    def step(part: torch.Tensor, layers, full_resolution: bool):
+        torch.compiler.cudagraph_mark_step_begin()
+        logits, layers, geom = compiled(part, layers, full_resolution)
+        shape = tuple(len(groups) for groups in layers)
+        return logits.clone(), unflatten([t.clone() for t in flatten(layers)], shape), geom
+
+    model._stream_step = step  # the instance's attribute shadows the method predict_stream_batch calls
+    try:
+        yield
+    finally:
+        del model._stream_step
+
+
+def bench_compile(model, size: tuple[int, int], batches: list[int], precision: str, frames_total: int) -> None:
+    """torch.compile(mode="reduce-overhead") of a stream step against eager steps and graphs.py's
+    CUDA graphs; each compiled run first checks its logits against eager ones on the same frames."""
+    device = model.device
+    options = {"mode": "reduce-overhead"} if device.type == "cuda" else {"backend": "eager"}
+    frames = np.random.default_rng(0).integers(0, 256, size=(4, *size, 3), dtype=np.uint8)
+    print(f"\n4. torch.compile({', '.join(f'{k}={v!r}' for k, v in options.items())}) of a stream step, {precision}")
+    if device.type != "cuda":
+        print("  (off CUDA: Dynamo's capture with no code generation, which checks the wiring, not the speed)")
+    print(
+        f"  {'videos':<7}{'eager':>9}{'graphs':>9}{'compiled':>10}{'x eager':>9}{'x graphs':>10}{'compile s':>11}  max|d|"
+    )
+    for videos in batches:
+        steps = max(2, frames_total // (4 * videos))
+        eager = stream_fps(model, frames, videos, precision, steps)
+        graphs = eager
+        if device.type == "cuda":
+            model.cuda_graphs = True
+            try:
+                graphs = stream_fps(model, frames, videos, precision, steps)
+            finally:
+                model.cuda_graphs = False
+        with autocast(device, precision):
+            expected, _ = model.predict_stream_batch([frames] * videos, [None] * videos, on_device=True)
+            try:
+                with compiled_steps(model, options):
+                    start = time.perf_counter()
+                    actual, _ = model.predict_stream_batch([frames] * videos, [None] * videos, on_device=True)
+                    seconds = time.perf_counter() - start
+                    compiled = stream_fps(model, frames, videos, precision, steps)
+            except Exception as exc:  # noqa: BLE001 - a figure missing, not the run: say why and go on
+                print(f"  {videos:<7}{eager:>9.1f}{graphs:>9.1f}  compile failed: {type(exc).__name__}: {exc}"[:400])
+                continue
+        difference = max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected))
+        print(
+            f"  {videos:<7}{eager:>9.1f}{graphs:>9.1f}{compiled:>10.1f}{compiled / eager:>9.2f}{compiled / graphs:>10.2f}"
+            f"{seconds:>11.1f}  {difference:.1e}"
+        )
+
+
 def excess(actual: np.ndarray, expected: np.ndarray, atol: float = 1e-4, rtol: float = 1e-4) -> float:
     """max(|a - e| - (atol + rtol·|e|)): <= 0 where within tolerance."""
     return float((np.abs(actual - expected) - (atol + rtol * np.abs(expected))).max())
@@ -315,7 +397,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, any device: keeps the script working")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--preset", default="tv3s-b1-vspw")
-    parser.add_argument("--sections", default="model,scan,pipeline", help="which of model,scan,pipeline to run")
+    parser.add_argument(
+        "--sections", default="model,scan,pipeline,compile", help="which of model,scan,pipeline,compile to run"
+    )
     parser.add_argument("--fixtures", default=",".join(FIXTURE_NAMES), help="--parity's fixtures, by name")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -335,6 +419,7 @@ def main() -> None:
             "model": lambda: bench_model(model, (64, 64), [1, 2], ["fp32"], 8),
             "scan": lambda: bench_scan(device, 2, 32, 4, [8]),
             "pipeline": lambda: bench_pipeline("tv3s-demo", device, "fp32", (64, 64), 2, 2, repeat=1),
+            "compile": lambda: bench_compile(model, (64, 64), [1], "fp32", 8),
         }
     else:
         model = build_random_model(args.preset).to(device)
@@ -344,6 +429,7 @@ def main() -> None:
             "scan": lambda: bench_scan(device, 18, 512, 16, [400, 1600]),
             # 854, not 853: the synthetic videos are H.264 in yuv420p, which needs even sizes
             "pipeline": lambda: bench_pipeline(args.preset, device, "bf16", (480, 854), 4, 24),
+            "compile": lambda: bench_compile(model, (480, 853), [1, 8], "bf16", 64),
         }
     for name, run in runs.items():
         if name in sections:

@@ -21,9 +21,10 @@ def run_gpu_benchmark(*flags: str) -> str:
 @pytest.mark.slow
 def test_smoke_prints_every_section():
     out = run_gpu_benchmark()
-    for heading in ("1. model only", "2. scan and conv", "3. pipeline without Ray"):
+    for heading in ("1. model only", "2. scan and conv", "3. pipeline without Ray", "4. torch.compile"):
         assert heading in out, out
-    assert "(backend torch)" in out and "x model only" in out, out
+    assert "(backend torch)" in out and "x model only" in out and "(channels-last convs" in out, out
+    assert "compile failed" not in out and out.rstrip().endswith("0.0e+00"), out  # compiled = eager logits
 
 
 @pytest.mark.slow

@@ -5,12 +5,15 @@
 #   a: gpu.py --parity on tv3s-parity-small, then gpu.py's model and scan sections  (~5 min, estimated)
 #   b: gpu.py's pipeline section, then benchmarks/finishing.py on B1 at 480p    (~3 min, estimated)
 #      b needs a's install (PyAV): call it right after a, on the same warm machine.
+#   c: gpu.py's compile section: torch.compile against CUDA graphs    (~4 min, estimated: 4 compiles)
+#      needs a's install too; the least important stage, for what device time is left.
 # From the session, with the device tool:
 #   run(command="bash benchmarks/device/run.sh a", carry=[".device/a"], timeout_s=480)
 #   run(command="bash benchmarks/device/run.sh b", carry=[".device/b"], timeout_s=480)
+#   run(command="bash benchmarks/device/run.sh c", carry=[".device/a"], timeout_s=...)  (if time is left)
 # DRY=1 runs the same steps on tiny shapes on CPU: a rehearsal on any machine.
 set -uo pipefail
-stage=${1:?stage a or b}
+stage=${1:?stage a, b or c}
 gpu_args=() finishing_args=(--device cuda --preset tv3s-b1-vspw --size 480x854 --threads 8 --videos 2 --frames 48)
 if [ -n "${DRY:-}" ]; then
     gpu_args=(--smoke --device cpu)
@@ -19,8 +22,10 @@ fi
 out=${OUT:-/tmp/tv3s-device-out}
 mkdir -p "$out"
 log="$out/$stage.log"
+load=$stage
+[ "$stage" = c ] && load=a # c's wheels are a's
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    ".device/$stage"/wheels/*.whl || exit 2
+    ".device/$load"/wheels/*.whl || exit 2
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$log"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' 2>&1 | tee -a "$log"
@@ -34,8 +39,11 @@ case "$stage" in
         timeout 240 python3 benchmarks/gpu.py --sections pipeline "${gpu_args[@]}" 2>&1 | tee -a "$log"
         timeout 200 python3 benchmarks/finishing.py --repeats 2 "${finishing_args[@]}" 2>&1 | tee -a "$log"
         ;;
+    c)
+        timeout 420 python3 benchmarks/gpu.py --sections compile "${gpu_args[@]}" 2>&1 | tee -a "$log"
+        ;;
     *)
-        echo "stage must be a or b, got $stage" >&2
+        echo "stage must be a, b or c, got $stage" >&2
         exit 2
         ;;
 esac
