@@ -12,7 +12,8 @@ Every figure is printed with a ratio against a baseline measured in the same run
    on a GPU also the scan with other channel blocks per program than its untuned 16.
 3. pipeline: what an actor does without Ray (read, decode in a prefetch thread, model, label
    maps, statistics, PNG, commit with a resume point per segment) against the model alone on
-   the same frames (benchmarks/pipeline.py's harness).
+   the same frames (benchmarks/pipeline.py's harness); and read + decode alone, which says
+   whether decode (not the model) caps the pipeline.
 
 Section 1 also prints each row with ``cuda_graphs`` on (steps replayed from CUDA graphs), and
 the last precision with the convolutions channels-last.
@@ -222,9 +223,11 @@ def bench_pipeline(
     worker = pipeline_bench.make_worker(spec(), device)
     chains, _ = pipeline_bench.plan_job(spec(), store)
     rule = pipeline_bench.ResizeRule(scale=None)
+    start = time.perf_counter()
     decoded = [
         [c.frames for c in pipeline_bench.iter_video(ch.runs(ch.units), store, print, rule, 12)] for ch in chains
     ]
+    decode_s = time.perf_counter() - start  # one pass, cold: whether decode could cap the pipeline
 
     def model_only() -> None:
         with autocast(device, precision if device.type == "cuda" else "fp32"):
@@ -244,6 +247,7 @@ def bench_pipeline(
     )
     total = videos * frames
     print(f"\n3. pipeline without Ray, {videos} videos x {frames} frames of {size[1]}x{size[0]}, {precision}")
+    print(f"  read and decode alone (PyAV threads)  {total / decode_s:8.1f} frames/s")
     print(f"  model only (one video at a time)      {total / model_s:8.1f} frames/s")
     print(f"  pipeline, one video at a time         {total / one:8.1f} frames/s = {model_s / one:.2f}x model only")
     print(f"  pipeline, videos_per_batch {videos:<2}        {total / batched:8.1f} frames/s = {model_s / batched:.2f}x")

@@ -24,6 +24,7 @@ def test_smoke_prints_every_section():
     for heading in ("1. model only", "2. scan and conv", "3. pipeline without Ray", "4. torch.compile"):
         assert heading in out, out
     assert "(backend torch)" in out and "x model only" in out and "(channels-last convs" in out, out
+    assert "read and decode alone" in out, out
     assert "compile failed" not in out and out.rstrip().endswith("0.0e+00"), out  # compiled = eager logits
 
 
