@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,16 @@ print("frames", bench.pipeline_seconds(spec)[1])
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "frames 4" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_a_layer_is_one_conv_and_one_scan_launch():
+    """benchmarks/launches.py counts a stream step's launches. At 256x256 the demo model's shifted
+    layers hold windows of 3 lengths (400, 200 and 100 tokens a frame), yet each of its 4 layers
+    launches the Triton conv and scan once: every window and sub-window packed into one call."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "launches.py"), "--preset", "tv3s-demo", "--size", "256x256"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    counts = {line.split()[0]: line.split()[-3:] for line in proc.stdout.splitlines() if line.startswith("  ")}
+    assert counts["mamba"][1] == "8", proc.stdout
+    assert counts["encoder"][1] == "0" and int(counts["encoder"][0]) > 0, proc.stdout

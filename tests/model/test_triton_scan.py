@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from tv3s.model import PRESETS, StreamState, build_model
-from tv3s.model.ssm import causal_conv1d, selective_scan
+from tv3s.model.ssm import Sequences, causal_conv1d, causal_conv1d_packed, selective_scan, selective_scan_packed
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
@@ -161,6 +161,56 @@ def test_causal_conv_in_chunks_equals_whole(sizes, dtype):
     assert ys[0].dtype == torch.float32 and state.dtype == dtype
     assert_close_to(torch.cat(ys, 1), whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(state, x[:, -3:], atol=0, rtol=0)
+
+
+def packed_inputs(shapes, with_state=True, seed=3):
+    """Scan and conv operands for sequences of several lengths, as per-group [count, length, X] tensors."""
+    groups = [scan_inputs(n=count, length=length, seed=seed + g) for g, (count, length) in enumerate(shapes)]
+    if not with_state:
+        for x in groups:
+            x["initial_state"] = None
+    return groups
+
+
+def pack(groups, key):
+    return torch.cat([x[key].flatten(0, 1) for x in groups])
+
+
+@in_child
+@pytest.mark.parametrize("shapes", [[(2, 9)], [(3, 12), (2, 5), (1, 1)], [(1, 1), (4, 2), (2, 20)]])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_packed_scan_equals_float64_per_group(shapes, with_state):
+    """One launch over sequences of several lengths (1 token included), each group from its own
+    state, equals the float64 recurrence of each group alone."""
+    groups = packed_inputs(shapes, with_state)
+    sequences = Sequences.of(shapes)
+    shared = {k: groups[0][k] for k in ("A", "D", "delta_bias")}
+    states = None if not with_state else [x["initial_state"] for x in groups]
+    y, h = selective_scan_packed(
+        *(pack(groups, k) for k in ("u", "delta")), shared["A"], pack(groups, "B"), pack(groups, "C"),
+        shared["D"], pack(groups, "z"), shared["delta_bias"], sequences, states, backend="triton",
+    )  # fmt: skip
+    assert len(h) == len(shapes)
+    for x, y_group, h_group in zip(groups, sequences.split(y), h):
+        y_ref, h_ref = scan_float64(**{**x, **shared})
+        assert_close_to(y_group, y_ref, atol=2e-5, rtol=1e-4)
+        assert_close_to(h_group, h_ref, atol=2e-5, rtol=1e-4)
+
+
+@in_child
+@pytest.mark.parametrize("shapes", [[(2, 40)], [(3, 33), (2, 7), (1, 1)], [(1, 2), (2, 70)]])
+def test_packed_conv_equals_each_group_alone(shapes):
+    """Sequences shorter than the conv's K-1 = 3 state rows, and longer than a program's 32 tokens."""
+    g = torch.Generator().manual_seed(2)
+    sequences = Sequences.of(shapes)
+    x = torch.randn(sum(c * n for c, n in shapes), 70, generator=g)
+    w, b = torch.randn(70, 1, 4, generator=g), torch.randn(70, generator=g)
+    states = [torch.randn(c, 3, 70, generator=g) for c, _ in shapes]
+    y, new_states = causal_conv1d_packed(x, w, b, sequences, states, backend="triton")
+    for xg, yg, state, new_state in zip(sequences.split(x), sequences.split(y), states, new_states):
+        expected, expected_state = causal_conv1d(xg, w, b, state, backend="torch")
+        torch.testing.assert_close(yg, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(new_state, expected_state, atol=0, rtol=0)
 
 
 @in_child

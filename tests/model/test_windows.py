@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tv3s.model.windows import WindowGeometry, layer_groups
+from tv3s.model.windows import WindowGeometry, layer_groups, layer_packing
 
 
 def official_sequences(H, W, wh, ww, s):
@@ -61,11 +61,19 @@ def test_bad_geometry_is_refused():
         WindowGeometry(50, 40, 20, 20, 10, True)
 
 
-def test_groups_on_a_device_are_copied_once():
-    """The model asks for every layer's groups on its device: one copy per geometry, not per call."""
-    from tv3s.model.windows import layer_groups_on
-
+def test_packing_gathers_each_window_sequence_and_puts_it_back():
+    """The packed order is each group's windows as the official flattening makes them (video-major,
+    then frame after frame), built once per shape; the inverse order undoes it."""
     geom = WindowGeometry(40, 60, 20, 20, 10, True)
-    on = layer_groups_on(geom, True, torch.device("cpu"))
-    assert on is layer_groups_on(geom, True, torch.device("cpu"))
-    assert all(torch.equal(a, b) for a, b in zip(on, layer_groups(geom, shifted=True)))
+    videos, frames = 2, 3
+    packing = layer_packing(geom, True, videos, frames, torch.device("cpu"))
+    assert packing is layer_packing(geom, True, videos, frames, torch.device("cpu"))
+    tokens = torch.randn(videos, frames, 40 * 60, 5)
+    packed = tokens.reshape(-1, 5)[packing.order]
+    groups = layer_groups(geom, shifted=True)
+    for idx, view, (count, length) in zip(groups, packing.sequences.split(packed), packing.sequences.shapes):
+        n, window = idx.shape
+        expected = tokens[:, :, idx].permute(0, 2, 1, 3, 4).reshape(videos * n, frames * window, 5)
+        assert (count, length) == (videos * n, frames * window)
+        assert torch.equal(view, expected)
+    assert torch.equal(packed[packing.inverse].reshape(tokens.shape), tokens)

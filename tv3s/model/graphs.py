@@ -1,8 +1,8 @@
 """Stream steps replayed as CUDA graphs: one launch from the host for a whole step.
 
-A B1 stream step of 4 frames at 480p is 716 tensor operations with the Triton kernels (counted
-on CPU); many are small, so launching them, not running them, can set the pace (the first GPU
-figure was launch-bound). A CUDA graph
+A B1 stream step of 4 frames at 480p is 388 kernel launches with the Triton kernels (counted
+on CPU by benchmarks/launches.py); many are small, so launching them, not running them, can set
+the pace (the first GPU figure was launch-bound). A CUDA graph
 records a step's kernels once for a fixed shape and replays them with one call. Its inputs
 and outputs are fixed buffers, so :class:`StepGraphs` copies each call's frames and state
 into the recorded inputs, replays, and returns copies of the recorded outputs: the next

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ssm import causal_conv1d, selective_scan
-from .windows import WindowGeometry, layer_groups_on
+from .ssm import Sequences, causal_conv1d_packed, selective_scan_packed
+from .windows import LayerPacking, WindowGeometry, layer_packing
 
 
 class MixerState(NamedTuple):
@@ -86,16 +86,29 @@ class Mamba(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, state: MixerState | None = None, backend: str = "auto"
-    ) -> tuple[torch.Tensor, MixerState]:
-        """x [N, L, d_model] -> (y [N, L, d_model], state after the last token)."""
-        u, z = self.in_proj(x).chunk(2, dim=-1)  # [N, L, d_inner] each
-        u, conv_state = causal_conv1d(
-            u, self.conv1d.weight, self.conv1d.bias, None if state is None else state.conv, backend
+        self,
+        x: torch.Tensor,
+        sequences: Sequences,
+        state: tuple[MixerState, ...] | None = None,
+        backend: str = "auto",
+    ) -> tuple[torch.Tensor, tuple[MixerState, ...]]:
+        """x [P, d_model]: the tokens of ``sequences`` packed -> (y [P, d_model], state per group).
+
+        Everything but the conv and the scan is per token, so it runs once over all the
+        sequences whatever their lengths; so do the Triton conv and scan (see ssm.Sequences).
+        """
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # [P, d_inner] each
+        u, conv_states = causal_conv1d_packed(
+            u,
+            self.conv1d.weight,
+            self.conv1d.bias,
+            sequences,
+            None if state is None else [s.conv for s in state],
+            backend,
         )
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # the bias goes in as delta_bias, as in mamba-ssm
-        y, ssm_state = selective_scan(
+        y, ssm_states = selective_scan_packed(
             u,
             dt,
             -torch.exp(self.A_log.float()),
@@ -104,10 +117,11 @@ class Mamba(nn.Module):
             self.D,
             z,
             self.dt_proj.bias,
-            None if state is None else state.ssm,
+            sequences,
+            None if state is None else [s.ssm for s in state],
             backend,
         )
-        return self.out_proj(y), MixerState(conv_state, ssm_state)
+        return self.out_proj(y), tuple(MixerState(c, s) for c, s in zip(conv_states, ssm_states))
 
 
 class MambaLayer(nn.Module):
@@ -122,28 +136,20 @@ class MambaLayer(nn.Module):
 def _mix_windows(
     mixer: Mamba,
     tokens: torch.Tensor,
-    groups: tuple[torch.Tensor, ...],
+    packing: LayerPacking,
     state: tuple[MixerState, ...] | None,
     backend: str,
 ) -> tuple[torch.Tensor, tuple[MixerState, ...]]:
-    """Run ``mixer`` over every window sequence of ``tokens`` [B, T, H*W, C] (``groups`` on its device).
+    """Run ``mixer`` over every window sequence of ``tokens`` [B, T, H*W, C] (``packing`` on its device).
 
     A window's sequence is its tokens in (t, h, w) order: frame after frame, row-major
-    inside the window (the official ``(b i j) (t h w) c`` flattening). Sequences of a group
-    are ordered video-major, so video b's states are rows [b*n, (b+1)*n).
+    inside the window (the official ``(b i j) (t h w) c`` flattening). One gather packs every
+    sequence of the layer, one gather puts the outputs back: no work per window or group here.
+    Sequences of a group are ordered video-major, so video b's states are rows [b*n, (b+1)*n).
     """
-    b, t, _, c = tokens.shape
-    out = torch.empty_like(tokens)
-    new_state = []
-    for g, idx in enumerate(groups):
-        n, length = idx.shape
-        seq = tokens[:, :, idx].permute(0, 2, 1, 3, 4).reshape(b * n, t * length, c)
-        y, st = mixer(seq, None if state is None else state[g], backend)
-        out[:, :, idx.reshape(-1)] = (
-            y.reshape(b, n, t, length, c).permute(0, 2, 1, 3, 4).reshape(b, t, n * length, c).to(out.dtype)
-        )
-        new_state.append(st)
-    return out, tuple(new_state)
+    packed = tokens.reshape(-1, tokens.shape[-1]).index_select(0, packing.order)
+    y, new_state = mixer(packed, packing.sequences, state, backend)
+    return y.index_select(0, packing.inverse).to(tokens.dtype).reshape(tokens.shape), new_state
 
 
 class WindowedMambaStack(nn.Module):
@@ -176,9 +182,9 @@ class WindowedMambaStack(nn.Module):
         new_state: list[tuple[MixerState, ...]] = []
         for i, layer in enumerate(self.layers):
             residual = hidden if residual is None else residual + hidden
-            groups = layer_groups_on(geom, i % 2 == 1, x.device)
+            packing = layer_packing(geom, i % 2 == 1, b, t, x.device)
             hidden, layer_state = _mix_windows(
-                layer.mixer, layer.norm(residual), groups, None if state is None else state[i], backend
+                layer.mixer, layer.norm(residual), packing, None if state is None else state[i], backend
             )
             new_state.append(layer_state)
         out = self.norm_f(hidden if residual is None else residual + hidden)

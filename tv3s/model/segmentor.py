@@ -265,17 +265,16 @@ class TV3S(nn.Module):
         if all(s is None for s in states):
             return None
         geom = self.decode_head.grid_geometry(next(s for s in states if s is not None).grid_hw)
-        device = self.device
+        states = [None if s is None else s.to(self.device) for s in states]  # once: each .to() is a dispatch
         stacked = []
         for i, layer in enumerate(self.decode_head.vs.layers):
-            groups = layer_groups(geom, shifted=i % 2 == 1)
             per_group = []
-            for g, idx in enumerate(groups):
+            for g, idx in enumerate(layer_groups(geom, shifted=i % 2 == 1)):
                 parts = [
-                    layer.mixer.initial_state(idx.shape[0], device) if s is None else s.layers[i][g]
-                    for s in (None if s is None else s.to(device) for s in states)
+                    layer.mixer.initial_state(idx.shape[0], self.device) if s is None else s.layers[i][g]
+                    for s in states
                 ]
-                per_group.append(MixerState(torch.cat([p.conv for p in parts]), torch.cat([p.ssm for p in parts])))
+                per_group.append(MixerState(_rows([p.conv for p in parts]), _rows([p.ssm for p in parts])))
             stacked.append(tuple(per_group))
         return tuple(stacked)
 
@@ -409,6 +408,11 @@ def _normalization(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     outlives the call)."""
     with torch.inference_mode(False):
         return torch.tensor(MEAN, device=device), torch.tensor(STD, device=device)
+
+
+def _rows(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The videos' rows as one tensor; a video alone is used as it is (the step only reads it)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _rows_of_video(state: MixerState, k: int, videos: int) -> MixerState:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +79,70 @@ def _triton_refusal(x: torch.Tensor) -> str | None:
             "before triton is first imported (slow; for tests), or use backend='torch' on CPU"
         )
     return None
+
+
+@dataclass(frozen=True, eq=False)
+class Sequences:
+    """Sequences of a few lengths packed one after another along one token axis.
+
+    Group g, ``shapes[g] = (count, length)``, is ``count`` sequences of ``length`` tokens each;
+    the groups follow one another. A decoder layer's windows and shifted sub-windows come in a
+    few lengths (windows.py): packed, a mixer's per-token work runs once for all of them, the
+    PyTorch recurrences once per group (over views of the packed tensors), and each Triton
+    kernel once for all, finding sequence n through ``starts[n]`` and ``lengths[n]`` (int32,
+    on the tokens' device; built once per layout, since a copy to a GPU makes the host wait).
+    """
+
+    shapes: tuple[tuple[int, int], ...]
+    starts: torch.Tensor
+    lengths: torch.Tensor
+
+    @classmethod
+    def of(cls, shapes: Sequence[tuple[int, int]], device: torch.device | str = "cpu") -> Sequences:
+        lengths = torch.tensor([length for count, length in shapes for _ in range(count)], dtype=torch.int32)
+        starts = torch.cumsum(lengths, 0, dtype=torch.int32) - lengths
+        return cls(tuple((int(c), int(n)) for c, n in shapes), starts.to(device), lengths.to(device))
+
+    @property
+    def count(self) -> int:
+        """How many sequences in all (the rows of the packed states)."""
+        return sum(count for count, _ in self.shapes)
+
+    @property
+    def longest(self) -> int:
+        return max(length for _, length in self.shapes)
+
+    def split(self, packed: torch.Tensor) -> list[torch.Tensor]:
+        """Per group, the view [count, length, ...] of a packed [tokens, ...] tensor."""
+        views, at = [], 0
+        for count, length in self.shapes:
+            views.append(packed[at : at + count * length].unflatten(0, (count, length)))
+            at += count * length
+        return views
+
+    def split_states(self, states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per group, its rows of states over all sequences [count, ...]."""
+        return states.split([count for count, _ in self.shapes])
+
+
+def _stacked(states: Sequence[torch.Tensor] | None) -> torch.Tensor | None:
+    """The groups' states as the rows of one tensor (a group alone needs no copy)."""
+    if states is None:
+        return None
+    return states[0] if len(states) == 1 else torch.cat(tuple(states))
+
+
+def _groupwise(
+    sequences: Sequences,
+    per_token: Sequence[torch.Tensor | None],
+    states: Sequence[torch.Tensor] | None,
+    run: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """``run(*group's views, group's state)`` for each group; outputs packed again, states per group."""
+    views = [[None] * len(sequences.shapes) if t is None else sequences.split(t) for t in per_token]
+    results = [run(*group, None if states is None else states[g]) for g, group in enumerate(zip(*views))]
+    outputs = [y.flatten(0, 1) for y, _ in results]
+    return torch.cat(outputs) if len(outputs) > 1 else outputs[0], tuple(state for _, state in results)
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -149,6 +214,24 @@ def causal_conv1d(
     if bias is not None:
         y = y.add_(bias)
     return F.silu(y, inplace=True), new_state
+
+
+def causal_conv1d_packed(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    sequences: Sequences,
+    conv_states: Sequence[torch.Tensor] | None = None,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """:func:`causal_conv1d` over every sequence of a packed ``x`` [P, D] (see :class:`Sequences`),
+    each group continuing from its state [count, K-1, D]: activations [P, D], states per group.
+    One launch for all groups with the Triton kernel."""
+    chosen = resolve_backend(x, backend, _needs_grad(x, weight, bias, *(conv_states or ())))
+    if chosen == "triton":
+        y, new_state = _triton_module().causal_conv1d(x, weight, bias, _stacked(conv_states), sequences)
+        return y, sequences.split_states(new_state)
+    return _groupwise(sequences, [x], conv_states, lambda xg, sg: causal_conv1d(xg, weight, bias, sg, chosen))
 
 
 def _chunk_len(n: int, d: int, s: int, length: int) -> int:
@@ -338,6 +421,35 @@ def selective_scan(
         if z is not None:
             y = y * F.silu(z.float())
     return y.to(dtype), last
+
+
+def selective_scan_packed(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    sequences: Sequences,
+    initial_states: Sequence[torch.Tensor] | None = None,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """:func:`selective_scan` over every sequence of packed u, delta, z [P, D] and B, C [P, S]
+    (see :class:`Sequences`), each group from its state [count, D, S]: y [P, D], final states
+    per group. One launch for all groups with the Triton kernel."""
+    needs_grad = _needs_grad(u, delta, A, B, C, D, z, delta_bias, *(initial_states or ()))
+    chosen = resolve_backend(u, backend, needs_grad)
+    if chosen == "triton":
+        h0 = _stacked(initial_states)
+        y, h = _triton_module().selective_scan(u, delta, A, B, C, D, z, delta_bias, h0, sequences=sequences)
+        return y, sequences.split_states(h)
+
+    def scan(ug, dg, bg, cg, zg, h0):
+        return selective_scan(ug, dg, A, bg, cg, D, zg, delta_bias, h0, chosen)
+
+    return _groupwise(sequences, [u, delta, B, C, z], initial_states, scan)
 
 
 def _scan_mamba_ssm(

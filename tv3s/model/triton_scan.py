@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .ssm import Sequences
+
 # Channels per program on a GPU: 16 x 16 states is 8 registers per thread of one warp. Small
 # blocks give many programs (18 windows x 512 channels / 16 = 576 at B1 480p), which is what
 # keeps a GPU busy while each program walks its tokens one after the other. Not yet tuned on
@@ -37,13 +39,17 @@ _CONV_BLOCK_D = 64
 
 @triton.jit
 def _selective_scan_kernel(
-    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, h0_ptr, y_ptr, h_ptr,
+    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, h0_ptr, y_ptr, h_ptr, starts_ptr, lengths_ptr,
     length, channels,
     su_n, su_l, sdt_n, sdt_l, sb_n, sb_l, sc_n, sc_l, sz_n, sz_l, sy_n, sy_l,
     STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, PACKED: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64)
+    seq = n  # where sequence n's tokens start, in units of the *_n strides
+    if PACKED:  # sequences of any length one after another: the *_n strides are the token strides
+        seq = tl.load(starts_ptr + n).to(tl.int64)
+        length = tl.load(lengths_ptr + n)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     s = tl.arange(0, BLOCK_S)
     d_ok = d < channels
@@ -60,10 +66,10 @@ def _selective_scan_kernel(
     if HAS_D:
         skip = tl.load(d_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
     # token 0's addresses, each moved on by its token stride per step
-    u_at, dt_at, y_at = u_ptr + n * su_n + d, dt_ptr + n * sdt_n + d, y_ptr + n * sy_n + d
-    b_at, c_at = b_ptr + n * sb_n + s, c_ptr + n * sc_n + s
+    u_at, dt_at, y_at = u_ptr + seq * su_n + d, dt_ptr + seq * sdt_n + d, y_ptr + seq * sy_n + d
+    b_at, c_at = b_ptr + seq * sb_n + s, c_ptr + seq * sc_n + s
     if HAS_Z:
-        z_at = z_ptr + n * sz_n + d
+        z_at = z_ptr + seq * sz_n + d
     for _ in range(length):
         u = tl.load(u_at, mask=d_ok, other=0.0).to(tl.float32)
         x = tl.load(dt_at, mask=d_ok, other=0.0).to(tl.float32) + bias
@@ -97,9 +103,24 @@ INTERPRETED = not isinstance(_selective_scan_kernel, triton.runtime.JITFunction)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
-    """[N, L, X] with unit stride along X (the kernels take the other two strides as given,
-    so the mixer's views of its projections need no copy)."""
+    """[N, L, X] (or packed [P, X]) with unit stride along X (the kernels take the other
+    strides as given, so the mixer's views of its projections need no copy)."""
     return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _layout(x: torch.Tensor, sequences: Sequences | None) -> tuple[int, int, int, int]:
+    """(sequences, tokens, sequence stride, token stride) of ``x`` as a kernel walks it.
+
+    Packed, the kernels find each sequence's first token in ``sequences.starts`` and count its
+    tokens in ``sequences.lengths``; their sequence stride is then the token stride.
+    """
+    if sequences is None:
+        return x.shape[0], x.shape[1], x.stride(0), x.stride(1)
+    return sequences.count, 0, x.stride(0), x.stride(0)
+
+
+def _strides(x: torch.Tensor, sequences: Sequences | None) -> tuple[int, int]:
+    return _layout(x, sequences)[2:]
 
 
 def selective_scan(
@@ -113,16 +134,20 @@ def selective_scan(
     delta_bias: torch.Tensor | None,
     initial_state: torch.Tensor | None,
     block_d: int | None = None,
+    sequences: Sequences | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ssm.selective_scan's contract in one launch: y [N, L, D] in u's dtype, final state float32.
 
-    ``block_d`` (a power of two) overrides the channels per program.
+    With ``sequences``, u, delta, z [P, D] and B, C [P, S] hold sequences of several lengths
+    one after another (a whole layer's windows and shifted sub-windows), and the states are
+    [sequences.count, D, S]: still one launch. ``block_d`` (a power of two) overrides the
+    channels per program.
     """
     u, delta, B, C = _rows(u), _rows(delta), _rows(B), _rows(C)
     z = None if z is None else _rows(z)
-    n, length, channels = u.shape
-    states = A.shape[1]
-    y = torch.empty(n, length, channels, dtype=u.dtype, device=u.device)
+    n, length, su_n, su_l = _layout(u, sequences)
+    channels, states = u.shape[-1], A.shape[1]
+    y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
     h = torch.empty(n, channels, states, dtype=torch.float32, device=u.device)
     h0 = None if initial_state is None else initial_state.float().contiguous()
     if block_d is None:
@@ -131,32 +156,40 @@ def selective_scan(
     _selective_scan_kernel[grid](
         u, delta, A.float().contiguous(), B, C,
         D, z, delta_bias, h0, y, h,
+        None if sequences is None else sequences.starts, None if sequences is None else sequences.lengths,
         length, channels,
-        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
-        C.stride(0), C.stride(1), *(z.stride()[:2] if z is not None else (0, 0)), y.stride(0), y.stride(1),
+        su_n, su_l, *_strides(delta, sequences), *_strides(B, sequences), *_strides(C, sequences),
+        *(_strides(z, sequences) if z is not None else (0, 0)), *_strides(y, sequences),
         STATES=states, BLOCK_D=block_d, BLOCK_S=triton.next_power_of_2(states),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
-        num_warps=1,
+        PACKED=sequences is not None, num_warps=1,
     )  # fmt: skip
     return y, h
 
 
 @triton.jit
-def _extended(x_ptr, state_ptr, n, p, d, length, sx_n, sx_l, ss_n, ss_l, mask, LEFT: tl.constexpr):
+def _extended(x_ptr, state_ptr, seq, n, p, d, length, sx_n, sx_l, ss_n, ss_l, mask, LEFT: tl.constexpr):
     """Element p of [conv state | x] (LEFT = K-1 state rows) along the token axis, 0 where masked."""
     from_state = tl.load(state_ptr + n * ss_n + p * ss_l + d, mask=mask & (p < LEFT), other=0.0)
-    from_x = tl.load(x_ptr + n * sx_n + (p - LEFT) * sx_l + d, mask=mask & (p >= LEFT) & (p < length + LEFT), other=0.0)
+    from_x = tl.load(
+        x_ptr + seq * sx_n + (p - LEFT) * sx_l + d, mask=mask & (p >= LEFT) & (p < length + LEFT), other=0.0
+    )
     return from_state.to(tl.float32) + from_x.to(tl.float32)
 
 
 @triton.jit
 def _causal_conv_kernel(
-    x_ptr, state_ptr, w_ptr, bias_ptr, y_ptr, new_state_ptr,
+    x_ptr, state_ptr, w_ptr, bias_ptr, y_ptr, new_state_ptr, starts_ptr, lengths_ptr,
     length, channels,
     sx_n, sx_l, ss_n, ss_l, sy_n, sy_l,
     K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+    PACKED: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64)
+    seq = n  # as in the scan: where sequence n's tokens start, in units of the *_n strides
+    if PACKED:
+        seq = tl.load(starts_ptr + n).to(tl.int64)
+        length = tl.load(lengths_ptr + n)
     t = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = d < channels
@@ -165,42 +198,49 @@ def _causal_conv_kernel(
     acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
     for j in tl.static_range(K):
         w = tl.load(w_ptr + d * K + j, mask=d_ok, other=0.0).to(tl.float32)
-        ext = _extended(x_ptr, state_ptr, n, t[:, None] + j, d[None, :], length, sx_n, sx_l, ss_n, ss_l, ok, K - 1)
+        ext = _extended(x_ptr, state_ptr, seq, n, t[:, None] + j, d[None, :], length, sx_n, sx_l, ss_n, ss_l, ok, K - 1)
         acc += ext * w[None, :]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + d, mask=d_ok, other=0.0).to(tl.float32)[None, :]
     y = acc / (1.0 + tl.exp(-acc))  # silu
-    tl.store(y_ptr + n * sy_n + t[:, None] * sy_l + d[None, :], y.to(y_ptr.dtype.element_ty), mask=ok)
+    tl.store(y_ptr + seq * sy_n + t[:, None] * sy_l + d[None, :], y.to(y_ptr.dtype.element_ty), mask=ok)
     if tl.program_id(1) == 0:  # the new state: ext[L .. L+K-2], the last K-1 inputs
         i = tl.arange(0, BLOCK_K)
         keep = (i < K - 1)[:, None] & d_ok[None, :]
         tail = _extended(
-            x_ptr, state_ptr, n, length + i[:, None], d[None, :], length, sx_n, sx_l, ss_n, ss_l, keep, K - 1
+            x_ptr, state_ptr, seq, n, length + i[:, None], d[None, :], length, sx_n, sx_l, ss_n, ss_l, keep, K - 1
         )
         out = new_state_ptr + n * (K - 1) * channels + i[:, None] * channels + d[None, :]
         tl.store(out, tail.to(new_state_ptr.dtype.element_ty), mask=keep)
 
 
 def causal_conv1d(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_state: torch.Tensor | None
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    conv_state: torch.Tensor | None,
+    sequences: Sequences | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ssm.causal_conv1d's contract in one launch: (activations [N, L, D], new state [N, K-1, D]).
 
     Same dtypes as the PyTorch path: activations in x's dtype promoted with the weight's, the
-    state in x's dtype (it holds inputs, so that is exact).
+    state in x's dtype (it holds inputs, so that is exact). With ``sequences``, x and the
+    activations are packed [P, D] as in :func:`selective_scan`, the states [sequences.count, K-1, D].
     """
     x = _rows(x)
-    n, length, channels = x.shape
-    k = weight.shape[-1]
+    n, length, sx_n, sx_l = _layout(x, sequences)
+    channels, k = x.shape[-1], weight.shape[-1]
     state = x.new_zeros(n, k - 1, channels) if conv_state is None else _rows(conv_state)
-    y = torch.empty(n, length, channels, dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
+    y = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
     new_state = torch.empty(n, k - 1, channels, dtype=x.dtype, device=x.device)
-    grid = (n, triton.cdiv(length, _CONV_BLOCK_L), triton.cdiv(channels, _CONV_BLOCK_D))
+    longest = length if sequences is None else sequences.longest
+    grid = (n, triton.cdiv(longest, _CONV_BLOCK_L), triton.cdiv(channels, _CONV_BLOCK_D))
     _causal_conv_kernel[grid](
         x, state, weight.reshape(channels, k).contiguous(), bias, y, new_state,
+        None if sequences is None else sequences.starts, None if sequences is None else sequences.lengths,
         length, channels,
-        x.stride(0), x.stride(1), state.stride(0), state.stride(1), y.stride(0), y.stride(1),
+        sx_n, sx_l, state.stride(0), state.stride(1), *_strides(y, sequences),
         K=k, HAS_BIAS=bias is not None, BLOCK_L=_CONV_BLOCK_L, BLOCK_D=_CONV_BLOCK_D,
-        BLOCK_K=triton.next_power_of_2(max(1, k - 1)),
+        BLOCK_K=triton.next_power_of_2(max(1, k - 1)), PACKED=sequences is not None,
     )  # fmt: skip
     return y, new_state

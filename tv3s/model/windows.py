@@ -10,8 +10,9 @@ wrap around the border are split into separate sub-windows (the official code's 
 Everything here is expressed as integer index maps into the row-major ``H × W`` grid: a
 *group* is a tensor [n, L] of the token indices of n sequences of equal length L (in the
 window's row-major order, already accounting for the roll). Sequences of equal length are
-merged into one group so the mixer runs once per length rather than once per piece. The
-maps depend only on the geometry, so they are computed once and cached.
+merged into one group; a layer's groups are then packed into one token order
+(:func:`layer_packing`), so the mixer runs once per layer whatever the pieces. The maps
+depend only on the geometry (and the batch's shape), so they are computed once and cached.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from .ssm import Sequences
 
 
 @dataclass(frozen=True)
@@ -84,13 +87,34 @@ def layer_groups(geom: WindowGeometry, shifted: bool) -> tuple[torch.Tensor, ...
         return _build_groups(geom, shifted)
 
 
-@functools.lru_cache(maxsize=64)
-def layer_groups_on(geom: WindowGeometry, shifted: bool, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """:func:`layer_groups` on ``device``, copied once. A copy from host memory every layer would
-    make the host wait there for all the GPU work queued before it (torch synchronises a
-    blocking host-to-device copy), so it could no longer launch ahead of the GPU."""
+@dataclass(frozen=True, eq=False)
+class LayerPacking:
+    """One layer's window sequences, for B videos of T frames, packed as its mixer takes them.
+
+    Packed token p is flat token ``order[p]`` of the layer's [B, T, H*W] tokens, and flat token i
+    is packed token ``inverse[i]``: one gather each way. The packed order is group after group
+    (:func:`layer_groups`), then video, window, frame, and the window's tokens.
+    """
+
+    order: torch.Tensor
+    inverse: torch.Tensor
+    sequences: Sequences
+
+
+@functools.lru_cache(maxsize=32)
+def layer_packing(geom: WindowGeometry, shifted: bool, videos: int, frames: int, device: torch.device) -> LayerPacking:
+    """The packing of a layer's tokens on ``device``, built and copied there once per shape: a
+    copy from host memory every layer would make the host wait there for all the GPU work
+    queued before it (torch synchronises a blocking host-to-device copy), so it could no longer
+    launch ahead of the GPU. Built outside inference mode, as :func:`layer_groups` is."""
     with torch.inference_mode(False):
-        return tuple(g.to(device) for g in layer_groups(geom, shifted))
+        groups = layer_groups(geom, shifted)
+        first = (torch.arange(videos)[:, None] * frames + torch.arange(frames)) * (geom.height * geom.width)
+        order = torch.cat([(first[:, None, :, None] + idx[None, :, None, :]).reshape(-1) for idx in groups])
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel())
+        shapes = [(videos * idx.shape[0], frames * idx.shape[1]) for idx in groups]
+        return LayerPacking(order.to(device), inverse.to(device), Sequences.of(shapes, device))
 
 
 def _build_groups(geom: WindowGeometry, shifted: bool) -> tuple[torch.Tensor, ...]:
