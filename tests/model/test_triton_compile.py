@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,7 +68,7 @@ def recorded(monkeypatch, name: str, call) -> list:
     return [(launch.kernel, args, kwargs) for args, kwargs in launch.calls]
 
 
-def scan_call(packed: bool, dtype: torch.dtype, with_state: bool):
+def scan_call(packed: bool, dtype: torch.dtype, with_state: bool, block_d: int | None = None):
     from tv3s.model.ssm import Sequences
 
     sequences = Sequences.of([(2, 8), (3, 4), (1, 1)]) if packed else None
@@ -78,7 +81,7 @@ def scan_call(packed: bool, dtype: torch.dtype, with_state: bool):
             torch.zeros(*lead, d, dtype=dtype), torch.zeros(*lead, d, dtype=dtype), -torch.ones(d, s),
             torch.zeros(*lead, s, dtype=dtype), torch.zeros(*lead, s, dtype=dtype), torch.ones(d),
             torch.zeros(*lead, d, dtype=dtype), torch.zeros(d), torch.zeros(n, d, s) if with_state else None,
-            sequences=sequences,
+            block_d=block_d, sequences=sequences,
         )  # fmt: skip
 
     return call
@@ -113,6 +116,30 @@ def test_scan_compiles_for_hopper(monkeypatch, packed, dtype, with_state):
 def test_conv_compiles_for_hopper(monkeypatch, packed, dtype):
     (launch,) = recorded(monkeypatch, "_causal_conv_kernel", conv_call(packed, dtype))
     assert "cubin" in compile_for_hopper(*launch).asm
+
+
+def resource_usage(cubin: bytes, tmp_path) -> dict[str, int]:
+    """cuobjdump's resource usage of a cubin's kernel (REG per thread, LOCAL bytes: spills)."""
+    import triton
+
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not cuobjdump.exists():
+        pytest.skip(f"{cuobjdump} is not in this triton build")
+    path = tmp_path / "kernel.cubin"
+    path.write_bytes(cubin)
+    out = subprocess.run([str(cuobjdump), "-res-usage", str(path)], capture_output=True, text=True, check=True).stdout
+    line = next(line for line in out.splitlines() if "REG:" in line)
+    return {key: int(value) for key, value in re.findall(r"(\w+):(\d+)", line)}
+
+
+@pytest.mark.parametrize("block_d", [4, 8, 16, 32, 64])
+def test_every_scan_block_gpu_py_sweeps_fits_in_registers(monkeypatch, tmp_path, block_d):
+    """benchmarks/gpu.py times the scan at these channels per program on a GPU; each must build
+    for sm_90 without spilling its [block, 16] float32 state to local memory, which would make
+    every token's step a round trip to memory (64 channels take 254 of a thread's 255 registers)."""
+    (launch,) = recorded(monkeypatch, "_selective_scan_kernel", scan_call(True, torch.bfloat16, True, block_d))
+    usage = resource_usage(compile_for_hopper(*launch).asm["cubin"], tmp_path)
+    assert usage["LOCAL"] == 0 and usage["STACK"] == 0 and usage["REG"] <= 255, usage
 
 
 def test_a_kernel_the_compiler_rejects_fails_here(monkeypatch):
