@@ -9,6 +9,9 @@ Here both primitives take a state and return the final one:
 * :func:`selective_scan` - ``h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t u_t``, ``y_t = C_t·h_t + D u_t``,
   gated by ``silu(z)``, from ``h_0 = initial_state``.
 
+Each also comes packed (``*_packed``): sequences of several lengths one after another along
+one token axis (:class:`Sequences`), as a decoder layer's windows and shifted sub-windows are.
+
 The pure-PyTorch scan is a two-level scan over chunks of tokens (see :func:`_scan_block`)
 and is the path on CPU; it gives the same numbers on any machine. On a GPU (``backend``, see
 :func:`resolve_backend`) inference runs the Triton kernels of triton_scan.py, which start from

@@ -4,7 +4,9 @@ Stream inference continues every window's recurrence from the state the previous
 left. The PyTorch scan (ssm.py) does that in tens of tensor operations per call, and
 mamba-ssm's fused scan cannot start from a state at all (its initial state is added
 afterwards, another ~10 operations). Here each primitive is one launch for all sequences
-of a window group (the batch dimension N covers every window of every video):
+of a layer: every window and shifted sub-window of every video, either of one length (the
+batch dimension N) or packed one after another (``sequences``: each program reads where its
+sequence starts and how long it is):
 
 * :func:`selective_scan` - one program per (sequence, block of channels) holds the
   [BLOCK_D, S] state in registers, in float32, and walks the L tokens in order:
