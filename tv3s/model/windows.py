@@ -114,7 +114,10 @@ def layer_packing(geom: WindowGeometry, shifted: bool, videos: int, frames: int,
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel())
         shapes = [(videos * idx.shape[0], frames * idx.shape[1]) for idx in groups]
-        return LayerPacking(order.to(device), inverse.to(device), Sequences.of(shapes, device))
+        # int32 (index_select takes it): half the memory of int64 in each of the cache's entries
+        return LayerPacking(
+            order.to(device, torch.int32), inverse.to(device, torch.int32), Sequences.of(shapes, device)
+        )
 
 
 def _build_groups(geom: WindowGeometry, shifted: bool) -> tuple[torch.Tensor, ...]:
