@@ -9,7 +9,8 @@ Every figure is printed with a ratio against a baseline measured in the same run
 2. scan: the Triton scan vs the PyTorch scan vs a per-token loop, and the Triton conv vs the
    PyTorch conv, at one B1 decoder layer's shapes (18 windows x 512 channels x 16 states at
    480x853; 400 tokens a frame, 1600 for the 4 frames of one stream step), time per call;
-   on a GPU also the scan with other channel blocks per program than its untuned 16.
+   on a GPU also the scan with each of triton_scan.SCAN_CANDIDATES (channels per program, tokens
+   a step, warps) against its untuned default.
 3. pipeline: what an actor does without Ray (read, decode in a prefetch thread, model, label
    maps, statistics, PNG, commit with a resume point per segment) against the model alone on
    the same frames (benchmarks/pipeline.py's harness); and read + decode alone, which says
@@ -195,14 +196,22 @@ def bench_scan(device: torch.device, n: int, d: int, s: int, lengths: list[int])
 
 
 def block_sweep(x: dict[str, torch.Tensor], device: torch.device, default: float) -> str:
-    """The Triton scan's time for other channel blocks per program (the default, 16, is untuned)."""
+    """The Triton scan's time for each of triton_scan.SCAN_CANDIDATES (channels per program,
+    tokens a step, warps), against the untuned default's; each candidate's output is checked
+    against the default's first (a chunked step sums in another order: within 1e-4)."""
     from tv3s.model import triton_scan
 
+    expected, _ = triton_scan.selective_scan(**x)
     times = []
-    for block in (4, 8, 32, 64):
-        seconds = best_seconds(lambda block=block: triton_scan.selective_scan(**x, block_d=block), device)
-        times.append(f"{block}: {seconds * 1e3:.3f} ms ({default / seconds:.2f}x)")
-    return "scan with block_d " + ", ".join(times)
+    for block, chunk, warps in triton_scan.SCAN_CANDIDATES:
+        config = {"block_d": block, "chunk": chunk, "num_warps": warps}
+        y, _ = triton_scan.selective_scan(**x, **config)
+        if not torch.allclose(y, expected, atol=1e-4, rtol=1e-4):
+            times.append(f"{block}/{chunk}/{warps}: WRONG by {float((y - expected).abs().max()):.1e}")
+            continue
+        seconds = best_seconds(lambda config=config: triton_scan.selective_scan(**x, **config), device)
+        times.append(f"{block}/{chunk}/{warps}: {seconds * 1e3:.3f} ms ({default / seconds:.2f}x)")
+    return "scan with channels/tokens a step/warps " + ", ".join(times)
 
 
 def bench_pipeline(

@@ -68,7 +68,7 @@ def recorded(monkeypatch, name: str, call) -> list:
     return [(launch.kernel, args, kwargs) for args, kwargs in launch.calls]
 
 
-def scan_call(packed: bool, dtype: torch.dtype, with_state: bool, block_d: int | None = None):
+def scan_call(packed: bool, dtype: torch.dtype, with_state: bool, config: tuple[int, int, int] | None = None):
     from tv3s.model.ssm import Sequences
 
     sequences = Sequences.of([(2, 8), (3, 4), (1, 1)]) if packed else None
@@ -81,7 +81,7 @@ def scan_call(packed: bool, dtype: torch.dtype, with_state: bool, block_d: int |
             torch.zeros(*lead, d, dtype=dtype), torch.zeros(*lead, d, dtype=dtype), -torch.ones(d, s),
             torch.zeros(*lead, s, dtype=dtype), torch.zeros(*lead, s, dtype=dtype), torch.ones(d),
             torch.zeros(*lead, d, dtype=dtype), torch.zeros(d), torch.zeros(n, d, s) if with_state else None,
-            block_d=block_d, sequences=sequences,
+            sequences=sequences, **dict(zip(("block_d", "chunk", "num_warps"), config or ())),
         )  # fmt: skip
 
     return call
@@ -132,12 +132,22 @@ def resource_usage(cubin: bytes, tmp_path) -> dict[str, int]:
     return {key: int(value) for key, value in re.findall(r"(\w+):(\d+)", line)}
 
 
-@pytest.mark.parametrize("block_d", [4, 8, 16, 32, 64])
-def test_every_scan_block_gpu_py_sweeps_fits_in_registers(monkeypatch, tmp_path, block_d):
-    """benchmarks/gpu.py times the scan at these channels per program on a GPU; each must build
-    for sm_90 without spilling its [block, 16] float32 state to local memory, which would make
-    every token's step a round trip to memory (64 channels take 254 of a thread's 255 registers)."""
-    (launch,) = recorded(monkeypatch, "_selective_scan_kernel", scan_call(True, torch.bfloat16, True, block_d))
+def scan_configs() -> list[tuple[int, int, int]]:
+    if importlib.util.find_spec("triton") is None:
+        return []
+    from tv3s.model import triton_scan
+
+    default = (triton_scan._SCAN_BLOCK_D, triton_scan._SCAN_CHUNK, triton_scan._SCAN_WARPS)
+    return [default, *triton_scan.SCAN_CANDIDATES]
+
+
+@pytest.mark.parametrize("config", scan_configs(), ids=lambda c: f"block{c[0]}-chunk{c[1]}-warps{c[2]}")
+def test_the_default_and_every_candidate_gpu_py_sweeps_fits_in_registers(monkeypatch, tmp_path, config):
+    """benchmarks/gpu.py times the scan at these (channels, tokens a step, warps) per program on a
+    GPU; each must build for sm_90 without spilling its float32 tiles to local memory, which would
+    make every step a round trip to memory (one warp of 64 channels takes 254 of its 255
+    registers; 128 channels, or 16 tokens a step in one warp, would spill)."""
+    (launch,) = recorded(monkeypatch, "_selective_scan_kernel", scan_call(True, torch.bfloat16, True, config))
     usage = resource_usage(compile_for_hopper(*launch).asm["cubin"], tmp_path)
     assert usage["LOCAL"] == 0 and usage["STACK"] == 0 and usage["REG"] <= 255, usage
 

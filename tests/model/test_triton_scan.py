@@ -114,6 +114,34 @@ def test_scan_without_gate_skip_bias_or_state(block_d):
 
 
 @in_child
+@pytest.mark.parametrize("chunk", [2, 8, 16])
+@pytest.mark.parametrize("packed", [False, True])
+def test_chunked_steps_match_float64(chunk, packed):
+    """Several tokens a step from a parallel scan: partial last chunks, a sequence shorter than a
+    chunk, and fast decays (Δ·|A| in the hundreds) included, with each optional term on."""
+    from tv3s.model import triton_scan
+
+    x = scan_inputs(n=3, length=21, dt_scale=4.0)
+    x["A"] = x["A"] * 20
+    sequences = None
+    if packed:  # sequences of 21, 21, 21 and then 3 and 1 tokens
+        extra = scan_inputs(n=1, length=3, seed=5), scan_inputs(n=1, length=1, seed=6)
+        sequences = Sequences.of([(3, 21), (1, 3), (1, 1)])
+        groups = [x, *({**e, **{k: x[k] for k in ("A", "D", "delta_bias")}} for e in extra)]
+        per_token = {k: pack(groups, k) for k in ("u", "delta", "B", "C", "z")}
+        x_call = {**x, **per_token, "initial_state": torch.cat([g["initial_state"] for g in groups])}
+    else:
+        groups, x_call = [x], x
+    y, h = triton_scan.selective_scan(**x_call, sequences=sequences, chunk=chunk)
+    ys = sequences.split(y) if packed else [y]
+    hs = sequences.split_states(h) if packed else [h]
+    for group, y_group, h_group in zip(groups, ys, hs):
+        y_ref, h_ref = scan_float64(**group)
+        assert_close_to(y_group, y_ref, atol=2e-5, rtol=1e-4)
+        assert_close_to(h_group, h_ref, atol=2e-5, rtol=1e-4)
+
+
+@in_child
 @pytest.mark.parametrize("cut", [1, 5, 11])
 def test_state_carried_across_two_calls_equals_one_call(cut):
     x = scan_inputs(length=12)

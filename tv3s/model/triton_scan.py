@@ -9,8 +9,8 @@ batch dimension N) or packed one after another (``sequences``: each program read
 sequence starts and how long it is):
 
 * :func:`selective_scan` - one program per (sequence, block of channels) holds the
-  [BLOCK_D, S] state in registers, in float32, and walks the L tokens in order:
-  ``h = exp(Δ A) ⊙ h + Δ B u``, ``y = C·h + D u``, times ``silu(z)``. Inputs may be
+  [BLOCK_D, S] state in registers, in float32, and walks the L tokens in order, CHUNK at a
+  time: ``h = exp(Δ A) ⊙ h + Δ B u``, ``y = C·h + D u``, times ``silu(z)``. Inputs may be
   bf16/fp16 (autocast); they are widened on load, so the state never leaves float32.
 * :func:`causal_conv1d` - depthwise causal conv + SiLU over [state | x] without the
   concatenation: a token's left context is read from the conv state where it reaches
@@ -29,14 +29,27 @@ import triton.language as tl
 
 from .ssm import Sequences
 
-# Channels per program on a GPU: 16 x 16 states is 8 registers per thread of one warp. Small
-# blocks give many programs (18 windows x 512 channels / 16 = 576 at B1 480p), which is what
-# keeps a GPU busy while each program walks its tokens one after the other. Not yet tuned on
-# a GPU. The interpreter runs programs one after another, each step a few numpy calls whose
-# cost hardly depends on their size: there, one program per sequence.
-_SCAN_BLOCK_D = 16
+# The scan on a GPU: channels per program, tokens per step of a program, warps per program.
+# 16 x 16 states is 8 registers per thread of one warp. Small blocks give many programs (18
+# windows x 512 channels / 16 = 576 at B1 480p), which is what keeps a GPU busy while each
+# program walks its tokens. One token a step is the plain recurrence; CHUNK tokens a step load
+# as one tile and take their states from a parallel scan (as mamba-ssm's CUDA kernel does
+# inside its chunks), more arithmetic for fewer dependent steps. None of this is tuned on a
+# GPU yet: benchmarks/gpu.py times SCAN_CANDIDATES against the default there. In the
+# interpreter, whose cost is per operation more than per element, one token a step is fastest.
+_SCAN_BLOCK_D, _SCAN_CHUNK, _SCAN_WARPS = 16, 1, 1
+SCAN_CANDIDATES = (
+    (4, 1, 1), (8, 1, 1), (32, 1, 1), (64, 1, 1), (16, 8, 2), (8, 16, 2), (16, 16, 4), (32, 16, 4), (16, 32, 4)
+)  # fmt: skip
 _CONV_BLOCK_L = 32
 _CONV_BLOCK_D = 64
+
+
+@triton.jit
+def _then(a1, b1, a2, b2):
+    """Two steps h -> a·h + b composed, the first (a1, b1) then (a2, b2): associative, so a
+    chunk's states come from a parallel scan. Only products of decays ≤ 1 appear."""
+    return a1 * a2, a2 * b1 + b2
 
 
 @triton.jit
@@ -44,7 +57,7 @@ def _selective_scan_kernel(
     u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, h0_ptr, y_ptr, h_ptr, starts_ptr, lengths_ptr,
     length, channels,
     su_n, su_l, sdt_n, sdt_l, sb_n, sb_l, sc_n, sc_l, sz_n, sz_l, sy_n, sy_l,
-    STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+    STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, PACKED: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64)
@@ -67,36 +80,39 @@ def _selective_scan_kernel(
         bias = tl.load(bias_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
     if HAS_D:
         skip = tl.load(d_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
-    # token 0's addresses, each moved on by its token stride per step
-    u_at, dt_at, y_at = u_ptr + seq * su_n + d, dt_ptr + seq * sdt_n + d, y_ptr + seq * sy_n + d
-    b_at, c_at = b_ptr + seq * sb_n + s, c_ptr + seq * sc_n + s
-    if HAS_Z:
-        z_at = z_ptr + seq * sz_n + d
-    for _ in range(length):
-        u = tl.load(u_at, mask=d_ok, other=0.0).to(tl.float32)
-        x = tl.load(dt_at, mask=d_ok, other=0.0).to(tl.float32) + bias
+    i = tl.arange(0, CHUNK)
+    last = (i == CHUNK - 1)[:, None, None]
+    for first in range(0, length, CHUNK):  # CHUNK tokens at a time, in order
+        t = (first + i).to(tl.int64)
+        t_ok = t < length
+        td_ok = t_ok[:, None] & d_ok[None, :]  # [CHUNK, BLOCK_D]
+        ts_ok = t_ok[:, None] & (s < STATES)[None, :]  # [CHUNK, BLOCK_S]
+        u = tl.load(u_ptr + seq * su_n + t[:, None] * su_l + d[None, :], mask=td_ok, other=0.0).to(tl.float32)
+        x = tl.load(dt_ptr + seq * sdt_n + t[:, None] * sdt_l + d[None, :], mask=td_ok, other=0.0).to(tl.float32)
+        x += bias[None, :]
         # softplus as torch's (threshold 20): log1p(exp(x)) without log1p, as log(p)·e/(p-1),
         # exact to rounding (Goldberg's trick), and e itself once p = 1 + e rounds to 1
         e = tl.exp(tl.minimum(x, 20.0))
         p = 1.0 + e
         rounded = p == 1.0
         dt = tl.where(x > 20.0, x, tl.where(rounded, e, tl.log(p) * (e / tl.where(rounded, 1.0, p - 1.0))))
-        B = tl.load(b_at, mask=s < STATES, other=0.0).to(tl.float32)
-        C = tl.load(c_at, mask=s < STATES, other=0.0).to(tl.float32)
-        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * B[None, :]
-        y = tl.sum(h * C[None, :], axis=1)
+        dt = tl.where(td_ok, dt, 0.0)  # past the end: decay 1, input 0, so the state stays as it is
+        B = tl.load(b_ptr + seq * sb_n + t[:, None] * sb_l + s[None, :], mask=ts_ok, other=0.0).to(tl.float32)
+        C = tl.load(c_ptr + seq * sc_n + t[:, None] * sc_l + s[None, :], mask=ts_ok, other=0.0).to(tl.float32)
+        decay = tl.exp(dt[:, :, None] * A[None, :, :])  # [CHUNK, BLOCK_D, BLOCK_S]
+        pushed = (dt * u)[:, :, None] * B[:, None, :]
+        # each token's state from the chunk's start: h_t = decay_to_t · h + pushed_to_t
+        decay_to, pushed_to = tl.associative_scan((decay, pushed), 0, _then)
+        states = pushed_to + decay_to * h[None, :, :]
+        y = tl.sum(states * C[:, None, :], axis=2)  # [CHUNK, BLOCK_D]
         if HAS_D:
-            y += u * skip
+            y += u * skip[None, :]
         if HAS_Z:
-            z = tl.load(z_at, mask=d_ok, other=0.0).to(tl.float32)
+            z_at = z_ptr + seq * sz_n + t[:, None] * sz_l + d[None, :]
+            z = tl.load(z_at, mask=td_ok, other=0.0).to(tl.float32)
             y = y * (z / (1.0 + tl.exp(-z)))  # silu; written out: a nested jit call costs the interpreter ms
-            z_at += sz_l
-        tl.store(y_at, y.to(y_ptr.dtype.element_ty), mask=d_ok)
-        u_at += su_l
-        dt_at += sdt_l
-        b_at += sb_l
-        c_at += sc_l
-        y_at += sy_l
+        tl.store(y_ptr + seq * sy_n + t[:, None] * sy_l + d[None, :], y.to(y_ptr.dtype.element_ty), mask=td_ok)
+        h = tl.sum(tl.where(last, states, 0.0), axis=0)  # the chunk's last state (tokens past the end keep it)
     tl.store(h_ptr + state_at, h, mask=ds_ok)
 
 
@@ -137,13 +153,16 @@ def selective_scan(
     initial_state: torch.Tensor | None,
     block_d: int | None = None,
     sequences: Sequences | None = None,
+    chunk: int | None = None,
+    num_warps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ssm.selective_scan's contract in one launch: y [N, L, D] in u's dtype, final state float32.
 
     With ``sequences``, u, delta, z [P, D] and B, C [P, S] hold sequences of several lengths
     one after another (a whole layer's windows and shifted sub-windows), and the states are
-    [sequences.count, D, S]: still one launch. ``block_d`` (a power of two) overrides the
-    channels per program.
+    [sequences.count, D, S]: still one launch. ``block_d``, ``chunk`` (powers of two) and
+    ``num_warps`` override the channels per program, the tokens per step of a program and
+    the warps per program (see SCAN_CANDIDATES).
     """
     u, delta, B, C = _rows(u), _rows(delta), _rows(B), _rows(C)
     z = None if z is None else _rows(z)
@@ -162,9 +181,9 @@ def selective_scan(
         length, channels,
         su_n, su_l, *_strides(delta, sequences), *_strides(B, sequences), *_strides(C, sequences),
         *(_strides(z, sequences) if z is not None else (0, 0)), *_strides(y, sequences),
-        STATES=states, BLOCK_D=block_d, BLOCK_S=triton.next_power_of_2(states),
+        STATES=states, BLOCK_D=block_d, BLOCK_S=triton.next_power_of_2(states), CHUNK=chunk or _SCAN_CHUNK,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
-        PACKED=sequences is not None, num_warps=1,
+        PACKED=sequences is not None, num_warps=num_warps or _SCAN_WARPS,
     )  # fmt: skip
     return y, h
 
