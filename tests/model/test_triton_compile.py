@@ -113,9 +113,10 @@ def test_scan_compiles_for_hopper(monkeypatch, packed, dtype, with_state):
 
 @pytest.mark.parametrize("packed", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_conv_compiles_for_hopper(monkeypatch, packed, dtype):
+def test_conv_compiles_for_hopper_and_fits_in_registers(monkeypatch, tmp_path, packed, dtype):
     (launch,) = recorded(monkeypatch, "_causal_conv_kernel", conv_call(packed, dtype))
-    assert "cubin" in compile_for_hopper(*launch).asm
+    usage = resource_usage(compile_for_hopper(*launch).asm["cubin"], tmp_path)
+    assert usage["LOCAL"] == 0 and usage["STACK"] == 0, usage
 
 
 def resource_usage(cubin: bytes, tmp_path) -> dict[str, int]:
