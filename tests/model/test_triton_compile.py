@@ -153,7 +153,7 @@ def test_the_default_and_every_candidate_gpu_py_sweeps_fits_in_registers(monkeyp
     assert usage["LOCAL"] == 0 and usage["STACK"] == 0 and usage["REG"] <= 255, usage
 
 
-def test_a_kernel_the_compiler_rejects_fails_here(monkeypatch):
+def test_a_kernel_the_compiler_rejects_fails_here():
     """The check can fail: a loop whose carried value changes type is refused by the compiler
     (the interpreter, being Python, would run it)."""
     import triton

@@ -121,22 +121,16 @@ def test_chunked_steps_match_float64(chunk, packed):
     chunk, and fast decays (Δ·|A| in the hundreds) included, with each optional term on."""
     from tv3s.model import triton_scan
 
-    x = scan_inputs(n=3, length=21, dt_scale=4.0)
-    x["A"] = x["A"] * 20
-    sequences = None
-    if packed:  # sequences of 21, 21, 21 and then 3 and 1 tokens
-        extra = scan_inputs(n=1, length=3, seed=5), scan_inputs(n=1, length=1, seed=6)
-        sequences = Sequences.of([(3, 21), (1, 3), (1, 1)])
-        groups = [x, *({**e, **{k: x[k] for k in ("A", "D", "delta_bias")}} for e in extra)]
-        per_token = {k: pack(groups, k) for k in ("u", "delta", "B", "C", "z")}
-        x_call = {**x, **per_token, "initial_state": torch.cat([g["initial_state"] for g in groups])}
-    else:
-        groups, x_call = [x], x
-    y, h = triton_scan.selective_scan(**x_call, sequences=sequences, chunk=chunk)
-    ys = sequences.split(y) if packed else [y]
-    hs = sequences.split_states(h) if packed else [h]
-    for group, y_group, h_group in zip(groups, ys, hs):
-        y_ref, h_ref = scan_float64(**group)
+    shapes = [(3, 21), (1, 3), (1, 1)] if packed else [(3, 21)]
+    groups = packed_inputs(shapes, dt_scale=4.0)
+    shared = {"A": groups[0]["A"] * 20, "D": groups[0]["D"], "delta_bias": groups[0]["delta_bias"]}
+    sequences = Sequences.of(shapes) if packed else None
+    per_token = {k: pack(groups, k) if packed else groups[0][k] for k in ("u", "delta", "B", "C", "z")}
+    h0 = torch.cat([x["initial_state"] for x in groups])
+    y, h = triton_scan.selective_scan(**per_token, **shared, initial_state=h0, sequences=sequences, chunk=chunk)
+    ys, hs = (sequences.split(y), sequences.split_states(h)) if packed else ([y], [h])
+    for x, y_group, h_group in zip(groups, ys, hs):
+        y_ref, h_ref = scan_float64(**{**x, **shared})
         assert_close_to(y_group, y_ref, atol=2e-5, rtol=1e-4)
         assert_close_to(h_group, h_ref, atol=2e-5, rtol=1e-4)
 
@@ -191,9 +185,12 @@ def test_causal_conv_in_chunks_equals_whole(sizes, dtype):
     torch.testing.assert_close(state, x[:, -3:], atol=0, rtol=0)
 
 
-def packed_inputs(shapes, with_state=True, seed=3):
-    """Scan and conv operands for sequences of several lengths, as per-group [count, length, X] tensors."""
-    groups = [scan_inputs(n=count, length=length, seed=seed + g) for g, (count, length) in enumerate(shapes)]
+def packed_inputs(shapes, with_state=True, seed=3, dt_scale=1.0):
+    """Scan operands for sequences of several lengths, as per-group [count, length, X] tensors."""
+    groups = [
+        scan_inputs(n=count, length=length, dt_scale=dt_scale, seed=seed + g)
+        for g, (count, length) in enumerate(shapes)
+    ]
     if not with_state:
         for x in groups:
             x["initial_state"] = None

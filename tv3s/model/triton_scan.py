@@ -126,19 +126,15 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _layout(x: torch.Tensor, sequences: Sequences | None) -> tuple[int, int, int, int]:
-    """(sequences, tokens, sequence stride, token stride) of ``x`` as a kernel walks it.
-
-    Packed, the kernels find each sequence's first token in ``sequences.starts`` and count its
-    tokens in ``sequences.lengths``; their sequence stride is then the token stride.
-    """
-    if sequences is None:
-        return x.shape[0], x.shape[1], x.stride(0), x.stride(1)
-    return sequences.count, 0, x.stride(0), x.stride(0)
-
-
 def _strides(x: torch.Tensor, sequences: Sequences | None) -> tuple[int, int]:
-    return _layout(x, sequences)[2:]
+    """(sequence stride, token stride) of ``x`` as a kernel walks it. Packed, a kernel finds
+    each sequence's first token in ``sequences.starts``, so both strides are the token stride."""
+    return x.stride(0), x.stride(0) if sequences is not None else x.stride(1)
+
+
+def _extent(x: torch.Tensor, sequences: Sequences | None) -> tuple[int, int]:
+    """(sequences, tokens a sequence) of ``x``; packed, each program reads its own length."""
+    return (x.shape[0], x.shape[1]) if sequences is None else (sequences.count, 0)
 
 
 def selective_scan(
@@ -166,7 +162,7 @@ def selective_scan(
     """
     u, delta, B, C = _rows(u), _rows(delta), _rows(B), _rows(C)
     z = None if z is None else _rows(z)
-    n, length, su_n, su_l = _layout(u, sequences)
+    n, length = _extent(u, sequences)
     channels, states = u.shape[-1], A.shape[1]
     y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
     h = torch.empty(n, channels, states, dtype=torch.float32, device=u.device)
@@ -179,7 +175,7 @@ def selective_scan(
         D, z, delta_bias, h0, y, h,
         None if sequences is None else sequences.starts, None if sequences is None else sequences.lengths,
         length, channels,
-        su_n, su_l, *_strides(delta, sequences), *_strides(B, sequences), *_strides(C, sequences),
+        *_strides(u, sequences), *_strides(delta, sequences), *_strides(B, sequences), *_strides(C, sequences),
         *(_strides(z, sequences) if z is not None else (0, 0)), *_strides(y, sequences),
         STATES=states, BLOCK_D=block_d, BLOCK_S=triton.next_power_of_2(states), CHUNK=chunk or _SCAN_CHUNK,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
@@ -249,7 +245,7 @@ def causal_conv1d(
     activations are packed [P, D] as in :func:`selective_scan`, the states [sequences.count, K-1, D].
     """
     x = _rows(x)
-    n, length, sx_n, sx_l = _layout(x, sequences)
+    n, length = _extent(x, sequences)
     channels, k = x.shape[-1], weight.shape[-1]
     state = x.new_zeros(n, k - 1, channels) if conv_state is None else _rows(conv_state)
     y = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
@@ -260,7 +256,7 @@ def causal_conv1d(
         x, state, weight.reshape(channels, k).contiguous(), bias, y, new_state,
         None if sequences is None else sequences.starts, None if sequences is None else sequences.lengths,
         length, channels,
-        sx_n, sx_l, state.stride(0), state.stride(1), *_strides(y, sequences),
+        *_strides(x, sequences), state.stride(0), state.stride(1), *_strides(y, sequences),
         K=k, HAS_BIAS=bias is not None, BLOCK_L=_CONV_BLOCK_L, BLOCK_D=_CONV_BLOCK_D,
         BLOCK_K=triton.next_power_of_2(max(1, k - 1)), PACKED=sequences is not None,
     )  # fmt: skip
